@@ -1,0 +1,15 @@
+"""Where the shared real data lives. It is never copied into the repository."""
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data(*parts):
+    """Path under ../shared/data; skips the test (with the reason) when absent, as on a user's fresh clone."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (present in CI and on developer machines)")
+    return path

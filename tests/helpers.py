@@ -1,0 +1,132 @@
+"""Shared test helpers in the spirit of KerasHub's run_layer_test / run_backbone_test."""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def _first_output(outputs):
+    if isinstance(outputs, dict):
+        return next(iter(outputs.values()))
+    if isinstance(outputs, (tuple, list)):
+        return outputs[0]
+    return outputs
+
+
+def _to_numpy(outputs):
+    return keras.tree.map_structure(lambda t: np.asarray(keras.ops.convert_to_numpy(t)), outputs)
+
+
+def _symbolic(data):
+    return keras.tree.map_structure(
+        lambda a: keras.KerasTensor((None,) + tuple(np.shape(a))[1:], dtype=str(np.asarray(a).dtype)), data
+    )
+
+
+def _shapes(outputs, drop_batch=False):
+    """Shapes as plain tuples (a dict of them for dict outputs); tuples are not tree structures here."""
+    def shape(t):
+        return tuple(t.shape)[1:] if drop_batch else tuple(t.shape)
+
+    if isinstance(outputs, dict):
+        return {k: shape(v) for k, v in outputs.items()}
+    return shape(outputs)
+
+
+def _drop_batch(expected):
+    if isinstance(expected, dict):
+        return {k: tuple(v)[1:] for k, v in expected.items()}
+    return tuple(expected)[1:]
+
+
+def assert_allclose_structure(actual, expected, atol=1e-5, rtol=1e-5):
+    keras.tree.assert_same_structure(actual, expected)
+    for a, e in zip(keras.tree.flatten(_to_numpy(actual)), keras.tree.flatten(_to_numpy(expected))):
+        np.testing.assert_allclose(a, e, atol=atol, rtol=rtol)
+
+
+def run_layer_test(
+    layer_cls,
+    init_kwargs,
+    input_data,
+    expected_output_shape,
+    expected_num_trainable_weights,
+    expected_num_non_trainable_weights=0,
+    call_kwargs=None,
+    expected_trainable_params=None,
+):
+    """Checks a layer: eager and symbolic shapes, dtypes, exact weight counts, config round trip,
+    and mixed precision (bfloat16 and float16 compute, float32 variables)."""
+    call_kwargs = call_kwargs or {}
+    layer = layer_cls(**init_kwargs)
+    outputs = layer(input_data, **call_kwargs)
+    assert _shapes(outputs) == expected_output_shape
+    assert _first_output(outputs).dtype == "float32"
+    assert len(layer.trainable_weights) == expected_num_trainable_weights
+    assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights
+    if expected_trainable_params is not None:
+        assert sum(int(np.prod(w.shape)) for w in layer.trainable_weights) == expected_trainable_params
+    # Every sublayer weight has a stable, explicit path (these are checkpoint keys).
+    assert all(w.path.startswith(layer.name + "/") for w in layer.weights)
+
+    config = layer.get_config()
+    restored = layer_cls.from_config(config)
+    assert restored.get_config() == config
+
+    symbolic_out = layer_cls(**init_kwargs)(_symbolic(input_data), **call_kwargs)
+    assert _shapes(symbolic_out, drop_batch=True) == _drop_batch(expected_output_shape)
+
+    for policy, compute in (("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")):
+        mixed = layer_cls(**init_kwargs, dtype=policy)
+        out = mixed(input_data, **call_kwargs)
+        assert _first_output(out).dtype == compute
+        assert all(w.dtype == "float32" for w in mixed.weights)
+    return layer
+
+
+def run_backbone_test(model_cls, init_kwargs, input_data, expected_output_shape, expected_num_params):
+    """Checks a functional model: shapes, exact parameter count, config round trip, `.keras` save/load
+    equality, mixed precision, variable sequence lengths, and predict on arrays == on a tf.data dataset."""
+    model = model_cls(**init_kwargs)
+    outputs = model(input_data)
+    assert _shapes(outputs) == expected_output_shape
+    assert model.count_params() == expected_num_params
+    assert len(model.non_trainable_weights) == 0
+
+    config = model.get_config()
+    assert model_cls.from_config(config).get_config() == config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        restored = keras.saving.load_model(path)
+    assert type(restored) is model_cls
+    assert_allclose_structure(restored(input_data), outputs, atol=0, rtol=0)
+
+    # Shorter sequences run through the same weights.
+    short = keras.tree.map_structure(lambda a: a[:, : a.shape[1] - 2] if a.ndim == 2 and a.shape[1] > 4 else a, input_data)
+    short_out = model(short)
+    assert _first_output(short_out).shape[1] == _first_output(outputs).shape[1] - 2
+
+    batch = np.shape(keras.tree.flatten(input_data)[0])[0]
+    predicted = model.predict(input_data, batch_size=batch, verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices(input_data).batch(2)
+    assert_allclose_structure(model.predict(dataset, verbose=0), predicted, atol=1e-6, rtol=1e-6)
+
+    for policy, compute in (("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")):
+        mixed = model_cls(**init_kwargs, dtype=policy)
+        out = mixed(input_data)
+        assert all(t.dtype == compute or t.dtype == "float32" for t in keras.tree.flatten(out))
+        assert all(w.dtype == "float32" for w in mixed.weights)
+        assert mixed.count_params() == expected_num_params
+    return model
+
+
+def randomize_weights(model, seed=0):
+    """Sets every weight (biases and LayerNorm too) to random values, so parity checks cover them all."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        w.assign(rng.normal(0.0, 0.2, size=w.shape).astype(w.dtype))

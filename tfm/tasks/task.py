@@ -1,16 +1,20 @@
 """Base of the task models: a functional keras.Model that owns a backbone and serializes it."""
 
 import keras
+from keras import ops
 
 
 class Task(keras.Model):
     """A backbone plus a head, built as a functional model so `fit`, `predict` and `.keras` files work.
 
     Subclasses call `super().__init__(inputs=..., outputs=..., **kwargs)` and then set
-    `self.backbone` and their own hyperparameters listed in `TASK_ARGS`.
+    `self.backbone` and their own hyperparameters listed in `TASK_ARGS`. The loss is a token- (or
+    example-) weighted sparse cross-entropy on logits; `loss_sums`/`metric_sums` expose it as sums
+    so the distributed Trainer can average exactly over the global batch.
     """
 
     TASK_ARGS = ()
+    DEFAULT_LEARNING_RATE = 5e-5
 
     def get_config(self):
         # Functional-graph configs cannot be fed back to a subclass constructor, so serialize the
@@ -25,3 +29,52 @@ class Task(keras.Model):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+    def compile(self, optimizer="auto", loss="auto", weighted_metrics="auto", jit_compile=True, **kwargs):
+        """`keras.Model.compile` with working defaults: AdamW, sparse cross-entropy on logits, accuracy.
+
+        Args:
+            optimizer: `"auto"` for AdamW at `DEFAULT_LEARNING_RATE`, or any Keras optimizer.
+            loss: `"auto"` for `SparseCategoricalCrossentropy(from_logits=True)`.
+            weighted_metrics: `"auto"` for `[SparseCategoricalAccuracy]` (weighted by sample_weight,
+                i.e. only at masked / labelled positions).
+            jit_compile: bool, XLA-compile the train step (on by default: the model is XLA-clean).
+        """
+        if optimizer == "auto":
+            optimizer = keras.optimizers.AdamW(self.DEFAULT_LEARNING_RATE, weight_decay=0.01)
+            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+        if loss == "auto":
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if weighted_metrics == "auto":
+            weighted_metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        super().compile(optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, jit_compile=jit_compile, **kwargs)
+
+    def loss_sums(self, y, y_pred, sample_weight=None):
+        """`(sum of weighted losses, sum of weights)` for a batch; labels < 0 count as weight 0.
+
+        Args:
+            y: int labels, shape of `y_pred` without the class axis.
+            y_pred: float logits.
+            sample_weight: optional float weights, shape of `y`.
+        """
+        y = ops.cast(y, "int32")
+        weight = ops.cast(y >= 0, "float32")
+        if sample_weight is not None:
+            weight = weight * ops.cast(sample_weight, "float32")
+        losses = keras.losses.sparse_categorical_crossentropy(ops.maximum(y, 0), ops.cast(y_pred, "float32"), from_logits=True)
+        return ops.sum(losses * weight), ops.sum(weight)
+
+    def metric_sums(self, y, y_pred, sample_weight=None):
+        """Sums for evaluation: `loss`, `weight` and `correct` (weighted argmax hits)."""
+        loss, weight = self.loss_sums(y, y_pred, sample_weight)
+        y = ops.cast(y, "int32")
+        w = ops.cast(y >= 0, "float32")
+        if sample_weight is not None:
+            w = w * ops.cast(sample_weight, "float32")
+        hits = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y), "float32")
+        return {"loss": loss, "weight": weight, "correct": ops.sum(hits * w)}
+
+    def metrics_from_sums(self, sums):
+        """Final metrics from (globally reduced) `metric_sums`: mean `loss` and `accuracy`."""
+        weight = max(float(sums["weight"]), 1e-12)
+        return {"loss": float(sums["loss"]) / weight, "accuracy": float(sums["correct"]) / weight}

@@ -1,0 +1,93 @@
+"""AdamW with decoupled weight decay and a warmup-then-decay learning-rate schedule."""
+
+import math
+
+import keras
+from keras import ops
+
+DECAYS = ("linear", "cosine", "polynomial", "constant")
+
+
+@keras.saving.register_keras_serializable(package="tfm")
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to `peak` over `warmup_steps`, then linear, cosine or polynomial decay.
+
+    Args:
+        peak: float, learning rate at the end of warmup.
+        total_steps: int, step at which decay reaches `end`.
+        warmup_steps: int.
+        decay: str, `linear`, `cosine`, `polynomial` (power 2) or `constant`.
+        end: float, final learning rate.
+
+    Example:
+    >>> sched = WarmupDecay(1e-3, total_steps=100, warmup_steps=10)
+    >>> float(sched(5)), float(sched(10)), float(sched(100))
+    (0.0005, 0.001, 0.0)
+    """
+
+    def __init__(self, peak, total_steps, warmup_steps=0, decay="linear", end=0.0):
+        if decay not in DECAYS:
+            raise ValueError(f"trainer.decay must be one of {list(DECAYS)}, got {decay!r}")
+        self.peak, self.total_steps, self.warmup_steps = float(peak), int(total_steps), int(warmup_steps)
+        self.decay, self.end = decay, float(end)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warmup = ops.cast(max(self.warmup_steps, 1), "float32")
+        span = ops.cast(max(self.total_steps - self.warmup_steps, 1), "float32")
+        progress = ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
+        if self.decay == "linear":
+            fraction = 1.0 - progress
+        elif self.decay == "cosine":
+            fraction = 0.5 * (1.0 + ops.cos(math.pi * progress))
+        elif self.decay == "polynomial":
+            fraction = (1.0 - progress) ** 2
+        else:
+            fraction = ops.ones_like(progress)
+        decayed = self.end + (self.peak - self.end) * fraction
+        if self.warmup_steps > 0:
+            return ops.where(step < self.warmup_steps, self.peak * step / warmup, decayed)
+        return decayed
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "decay": self.decay, "end": self.end}
+
+
+class PreReducedAdamW(keras.optimizers.AdamW):
+    """AdamW for the Trainer, which all-reduces gradients itself before `apply`.
+
+    The Trainer needs globally reduced gradients first (exact token-weighted mean over the global
+    batch, global-norm clipping, the logged gradient norm), so the optimizer must not sum them again.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
+def create_optimizer(trainer_config, pre_reduced=False):
+    """Builds AdamW (no decay on LayerNorm and biases) on a `WarmupDecay` schedule from a TrainerConfig.
+
+    Uses `learning_rate, steps, warmup_steps, decay, end_learning_rate, weight_decay, adam_beta_1,
+    adam_beta_2, adam_epsilon, clip_norm` and wraps in a LossScaleOptimizer for `mixed_float16`.
+
+    Args:
+        trainer_config: `tfm.training.config.TrainerConfig`.
+        pre_reduced: bool, True for the custom Trainer (see `PreReducedAdamW`).
+    """
+    c = trainer_config
+    warmup = c.resolved_warmup_steps()
+    schedule = WarmupDecay(c.learning_rate, c.steps, warmup, c.decay, c.end_learning_rate)
+    cls = PreReducedAdamW if pre_reduced else keras.optimizers.AdamW
+    optimizer = cls(
+        learning_rate=schedule,
+        weight_decay=c.weight_decay,
+        beta_1=c.adam_beta_1,
+        beta_2=c.adam_beta_2,
+        epsilon=c.adam_epsilon,
+        global_clipnorm=c.clip_norm,
+    )
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    if c.mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer

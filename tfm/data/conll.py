@@ -39,10 +39,10 @@ def read_conll(path, labels=None, on_error="raise"):
 
     def finish():
         nonlocal current, bad_sentence
-        if current and not bad_sentence:
-            sentences.append(current)
-        elif current:
+        if bad_sentence:
             problems.skip("bad_sentence")
+        elif current:
+            sentences.append(current)
         current, bad_sentence = [], False
 
     for line_no, line in read_lines(path, problems):
@@ -69,11 +69,12 @@ def read_conll(path, labels=None, on_error="raise"):
     if "bad_sentence" in problems.skipped:  # already counted per line; keep one sentence-level number
         problems.skipped["skipped_sentences"] = problems.skipped.pop("bad_sentence")
     vocab = labels if labels is not None else LabelVocabulary(bio_label_order(t for s in sentences for _, t in s))
-    tokens = tf.ragged.constant([[w for w, _ in s] for s in sentences], dtype=tf.string, ragged_rank=1)
-    tags = tf.ragged.constant([[vocab.id(t) for _, t in s] for s in sentences], dtype=tf.int32, ragged_rank=1)
-    if not sentences:  # tf.ragged.constant([]) has no inner dimension
-        tokens = tf.RaggedTensor.from_row_lengths(tf.constant([], tf.string), tf.constant([], tf.int64))
-        tags = tf.RaggedTensor.from_row_lengths(tf.constant([], tf.int32), tf.constant([], tf.int64))
+    # Flat values + row lengths: tf.ragged.constant takes ~10 s on CoNLL-2003 train.
+    lengths = tf.constant([len(s) for s in sentences], tf.int64, shape=[len(sentences)])
+    words = [w for s in sentences for w, _ in s]
+    tag_ids = [vocab.id(t) for s in sentences for _, t in s]
+    tokens = tf.RaggedTensor.from_row_lengths(tf.constant(words, tf.string, shape=[len(words)]), lengths)
+    tags = tf.RaggedTensor.from_row_lengths(tf.constant(tag_ids, tf.int32, shape=[len(tag_ids)]), lengths)
     dataset = tf.data.Dataset.from_tensor_slices({"tokens": tokens, "tags": tags})
     return ReadResult(dataset, len(sentences), problems.skipped, vocab)
 

@@ -4,16 +4,52 @@ import argparse
 import sys
 
 
+def _train(args):
+    from tfm.training.config import load_config
+    from tfm.training.experiment import run_experiment
+
+    overrides = list(args.set or [])
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    cfg = load_config(args.config, overrides)
+    metrics, _ = run_experiment(cfg)
+    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+
+def _vocab(args):
+    from tfm.data import build_vocab
+
+    tokenizer = build_vocab(args.corpus, tokenizer_type=args.type, vocab_size=args.size, out_dir=args.out,
+                            lowercase=not args.cased)
+    print(f"{args.type} vocabulary of {tokenizer.vocabulary_size} tokens written to {args.out}")
+
+
 def _quickstart(args):
     from tfm.quickstart import run_quickstart
 
-    return run_quickstart()
+    return run_quickstart(overrides=args.set or [])
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="tfm", description="TensorFlow/Keras NLP model zoo.")
     commands = parser.add_subparsers(dest="command", required=True)
-    quickstart = commands.add_parser("quickstart", help="Run the main job end to end on real data.")
+
+    train = commands.add_parser("train", help="Train from a YAML config (resumes when the run dir has checkpoints).")
+    train.add_argument("config", help="YAML experiment config, e.g. configs/bert_tiny_mlm.yaml")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. trainer.steps=2000")
+    train.add_argument("--output-dir", help="run dir (same as --set output_dir=DIR)")
+    train.set_defaults(func=_train)
+
+    vocab = commands.add_parser("vocab", help="Train a tokenizer vocabulary on text files.")
+    vocab.add_argument("--corpus", nargs="+", required=True, metavar="FILE", help="text (one document a line) or .jsonl")
+    vocab.add_argument("--type", choices=["wordpiece", "sentencepiece"], default="wordpiece")
+    vocab.add_argument("--size", type=int, default=8000, help="vocabulary size")
+    vocab.add_argument("--out", required=True, metavar="DIR")
+    vocab.add_argument("--cased", action="store_true", help="keep case (WordPiece)")
+    vocab.set_defaults(func=_vocab)
+
+    quickstart = commands.add_parser("quickstart", help="Fetch real text, pretrain bert_tiny with MLM, report.")
+    quickstart.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the quickstart config")
     quickstart.set_defaults(func=_quickstart)
     return parser
 

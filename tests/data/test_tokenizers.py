@@ -48,8 +48,8 @@ def test_wordpiece_reserved_tokens_and_lookups(wordpiece):
         0, 1, 2, 3, 4)
     assert wordpiece.special_ids == [0, 1, 2, 3, 4]
     assert wordpiece.vocabulary_size == len(wordpiece.vocabulary)
-    # lower_thresh=2 lets a 4k-sentence corpus reach the requested size (tf-text's learner is within ~10%).
-    assert 1800 <= wordpiece.vocabulary_size <= 2200
+    # Never above the target; close to it (pieces seen twice or more are enough on 4k sentences).
+    assert 1700 <= wordpiece.vocabulary_size <= 2000
     film = wordpiece.token_to_id("film")
     assert wordpiece.id_to_token(film) == "film"
     with pytest.raises(KeyError, match="not in the vocabulary"):

@@ -33,15 +33,16 @@ def pack_segments(segments, sequence_length, cls_id, sep_id, pad_id, truncate="r
     if budget < len(segments):
         raise ValueError(f"sequence_length={sequence_length} leaves no room for {len(segments)} segment(s)")
     segments = [tf.cast(s, tf.int32) for s in segments]
+    batch = segments[0].shape[0]  # static under drop_remainder=True: keep it static (TPU)
     trimmer_cls = tf_text.RoundRobinTrimmer if truncate == "round_robin" else tf_text.ShrinkLongestTrimmer
     trimmer = trimmer_cls(max_seq_length=budget)
     token_ids, segment_ids = tf_text.combine_segments(trimmer.trim(segments), cls_id, sep_id)
     token_ids, padding_mask = tf_text.pad_model_inputs(token_ids, sequence_length, pad_value=pad_id)
     segment_ids, _ = tf_text.pad_model_inputs(tf.cast(segment_ids, tf.int32), sequence_length)
     out = {
-        "token_ids": _fix(token_ids, sequence_length),
-        "segment_ids": _fix(segment_ids, sequence_length),
-        "padding_mask": _fix(tf.cast(padding_mask, tf.int32), sequence_length),
+        "token_ids": _fix(token_ids, batch, sequence_length),
+        "segment_ids": _fix(segment_ids, batch, sequence_length),
+        "padding_mask": _fix(tf.cast(padding_mask, tf.int32), batch, sequence_length),
     }
     if aligned is None:
         return out
@@ -50,13 +51,13 @@ def pack_segments(segments, sequence_length, cls_id, sep_id, pad_id, truncate="r
         # The trimmers only look at lengths, so the same trimmer cuts aligned values identically.
         values, _ = tf_text.combine_segments(trimmer.trim([tf.cast(v, tf.int32) for v in values]), fill, fill)
         values, _ = tf_text.pad_model_inputs(values, sequence_length, pad_value=fill)
-        packed.append(_fix(values, sequence_length))
+        packed.append(_fix(values, batch, sequence_length))
     return out, packed
 
 
-def _fix(tensor, length):
+def _fix(tensor, batch, length):
     tensor = tf.cast(tensor, tf.int32)
-    tensor.set_shape([None, length])
+    tensor.set_shape([batch, length])
     return tensor
 
 

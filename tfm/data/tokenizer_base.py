@@ -79,7 +79,12 @@ class Tokenizer:
             return strings.with_flat_values(self._tokenize(strings.flat_values))
         if strings.shape.rank == 0:
             return self._tokenize(strings[tf.newaxis])[0]
-        return self._tokenize(strings)
+        ids = self._tokenize(strings)
+        if strings.shape[0] is not None and ids.shape[0] is None:
+            # tf-text loses the static batch size; restore it so drop_remainder batches stay static.
+            splits = tf.ensure_shape(ids.row_splits, [strings.shape[0] + 1])
+            ids = tf.RaggedTensor.from_row_splits(ids.values, splits, validate=False)
+        return ids
 
     __call__ = tokenize
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import tensorflow as tf
 import tensorflow_text as tf_text
-from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset as vocab_learner
+from tensorflow_text.python.ops import bert_tokenizer
+from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
 
 from tfm.data.tokenizer_base import Tokenizer, strings_from
 
@@ -50,34 +51,35 @@ class WordPieceTokenizer(Tokenizer):
         )
 
     @classmethod
-    def train(cls, texts_or_dataset, vocab_size, lowercase=True, reserved_tokens=RESERVED_TOKENS, **learn_params):
-        """Learn a vocabulary of about `vocab_size` tokens (tf-text's learner stops within ~5%).
+    def train(cls, texts_or_dataset, vocab_size, lowercase=True, reserved_tokens=RESERVED_TOKENS,
+              max_unique_chars=None, slack_ratio=0.05):
+        """Learn a vocabulary of at most `vocab_size` tokens (and at least `(1 - slack_ratio) * vocab_size`
+        when the corpus has enough tokens seen twice or more).
+
+        Words are counted with tf-text's BERT basic tokenizer (the same normalization and splitting the
+        tokenizer applies) and pieces learned with tf-text's WordPiece learner.
 
         Args:
             texts_or_dataset: list of str, or a tf.data.Dataset of tf.string scalars or batches.
             vocab_size: int, target size including the reserved tokens.
             lowercase: bool, train an uncased vocabulary.
             reserved_tokens: tokens placed first, in order (default `[PAD] [UNK] [CLS] [SEP] [MASK]`).
-            **learn_params: passed to `wordpiece_tokenizer_learner_lib.learn` (e.g. `slack_ratio`).
+            max_unique_chars: int alphabet size (rarer characters become [UNK]); default `vocab_size // 2`
+                (at least 1000), so Chinese keeps its characters (the learner's own default is 1000).
+            slack_ratio: float, accepted shortfall below `vocab_size`.
         """
         if isinstance(texts_or_dataset, tf.data.Dataset):
             dataset = texts_or_dataset
             if dataset.element_spec.shape.rank == 0:
                 dataset = dataset.batch(1024)
         else:
-            dataset = tf.data.Dataset.from_tensor_slices(tf.constant(strings_from(texts_or_dataset), tf.string))
+            texts = strings_from(texts_or_dataset)
+            dataset = tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string, shape=[len(texts)]))
             dataset = dataset.batch(1024)
-        # The learner's default cap of 1000 characters would turn most Chinese text into [UNK]; scale it.
-        learn_params.setdefault("max_unique_chars", max(1000, vocab_size // 2))
-        # Its default minimum count of 10 leaves small corpora far below vocab_size.
-        learn_params.setdefault("lower_thresh", 2)
-        vocab = vocab_learner.bert_vocab_from_dataset(
-            dataset.prefetch(tf.data.AUTOTUNE),
-            vocab_size,
-            list(reserved_tokens),
-            bert_tokenizer_params={"lower_case": lowercase},
-            learn_params=learn_params,
-        )
+        splitter = bert_tokenizer.BasicTokenizer(lower_case=lowercase)
+        counts = learner.count_words(dataset.map(splitter.tokenize, tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+        vocab = _learn(counts, vocab_size, list(reserved_tokens), max_unique_chars or max(1000, vocab_size // 2),
+                       slack_ratio)
         # "##<CJK>" can never be produced (ideographs are always split off as whole words): drop them.
         vocab = [t for t in vocab if not (t.startswith(SUFFIX) and len(t) == 3 and is_cjk(t[2]))]
         return cls(vocab, lowercase=lowercase)
@@ -125,3 +127,38 @@ def is_cjk(char):
     """True for CJK ideographs, the characters BERT splits into single-character words."""
     code = ord(char)
     return any(lo <= code <= hi for lo, hi in _CJK_RANGES)
+
+
+def _learn(counts, vocab_size, reserved_tokens, max_unique_chars, slack_ratio, min_count=2):
+    """Smallest count threshold whose vocabulary fits `vocab_size`: doubling, then bisection.
+
+    tf-text's own search bisects from the most frequent word's count downwards (~log2(max count) full
+    learning passes); thresholds that fit are usually small, so searching upwards from `min_count`
+    needs far fewer passes (3 instead of 11 on 4k SST-2 sentences).
+    """
+    params = learner.Params(None, min_count, 4, int(5e6), 50, max_unique_chars, vocab_size, slack_ratio, True,
+                            SUFFIX, reserved_tokens)
+    words = learner.get_input_words(list(counts.items()), reserved_tokens, params.max_token_length)
+    allowed = learner.get_allowed_chars(words, max_unique_chars)
+    words = learner.filter_input_words(words, allowed, params.max_input_tokens)
+    max_count = max((c for _, c in words), default=min_count)
+    fits = lambda v: len(v) <= vocab_size  # noqa: E731
+    good_enough = lambda v: fits(v) and len(v) >= (1 - slack_ratio) * vocab_size  # noqa: E731
+
+    low, vocab = min_count, learner.learn_with_thresh(words, min_count, params)
+    if fits(vocab):
+        return vocab  # the corpus has no more pieces seen `min_count` times
+    high = low
+    while not fits(vocab):  # vocab(low) too big; double until a threshold fits
+        low, high = high, min(2 * high, max_count + 1)
+        vocab = learner.learn_with_thresh(words, high, params)
+        if high > max_count:
+            break
+    while high - low > 1 and not good_enough(vocab):
+        mid = (low + high) // 2
+        candidate = learner.learn_with_thresh(words, mid, params)
+        if fits(candidate):
+            high, vocab = mid, candidate
+        else:
+            low = mid
+    return vocab

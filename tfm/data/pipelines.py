@@ -179,6 +179,10 @@ def token_classification_dataset(data, tokenizer, sequence_length=128, batch_siz
     ds = _maybe_shuffle(_as_dataset(data), shuffle, seed).ragged_batch(batch_size, drop_remainder=drop_remainder)
 
     def encode(batch):
+        check = tf.debugging.assert_equal(batch["tokens"].row_lengths(), batch["tags"].row_lengths(),
+                                          message="token_classification_dataset: tokens and tags differ in length")
+        with tf.control_dependencies([check]):
+            batch = {k: tf.identity(v) for k, v in batch.items()}
         ids, labels = align_word_labels(tokenizer.tokenize(batch["tokens"]), batch["tags"], tokenizer.unk_id,
                                         ignore_label)
         x, (labels,) = pack_segments([ids], sequence_length, tokenizer.cls_id, tokenizer.sep_id,

@@ -47,6 +47,7 @@ def read_squad(path, on_error="raise"):
             context = _get(paragraph, "context", path, where)
             for k, qa in enumerate(_get(paragraph, "qas", path, where)):
                 place = f"{where}.qas[{k}]"
+                qa_id, question = str(_get(qa, "id", path, place)), _get(qa, "question", path, place)
                 impossible = bool(qa.get("is_impossible", False))
                 answers = []
                 for answer in [] if impossible else _get(qa, "answers", path, place):
@@ -61,8 +62,7 @@ def read_squad(path, on_error="raise"):
                 if not impossible and not answers:
                     skipped["no_valid_answer"] = skipped.get("no_valid_answer", 0) + 1
                     continue
-                examples.append(SquadExample(str(_get(qa, "id", path, place)), _get(qa, "question", path, place),
-                                             context, answers, impossible))
+                examples.append(SquadExample(qa_id, question, context, answers, impossible))
     return examples, skipped
 
 

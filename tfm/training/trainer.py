@@ -147,7 +147,10 @@ class Trainer:
     def _replica_fn(self, fn):
         """`fn` XLA-compiled once per replica device: a compiled function captures the variables of the
         replica that traced it, so MirroredStrategy replicas cannot share one."""
-        devices = getattr(tf.distribute.get_replica_context(), "devices", ("",))
+        try:
+            devices = tf.distribute.get_replica_context().devices
+        except (AttributeError, IndexError):  # one replica per worker (multi-worker): nothing to tell apart
+            devices = ()
         key = f"{fn.__name__}@{devices}"
         if key not in self._compiled:
             self._compiled[key] = tf.function(fn, jit_compile=self.config.jit_compile)

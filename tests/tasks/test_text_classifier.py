@@ -1,0 +1,118 @@
+import doctest
+
+import keras
+import numpy as np
+import pytest
+
+import tfm
+from tests.data_paths import shared_data
+from tests.helpers import assert_allclose_structure
+from tfm.data import WordPieceTokenizer, classification_dataset, read_classification
+from tfm.models import BertBackbone
+from tfm.tasks import TextClassifier
+from tfm.tasks import text_classifier
+
+BERT = {"vocabulary_size": 30, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "intermediate_dim": 16,
+        "max_sequence_length": 12}
+
+
+def _inputs(batch=4, length=10):
+    rng = np.random.default_rng(0)
+    segments = np.zeros((batch, length), "int32")
+    segments[:, 6:] = 1  # a packed pair: second text in segment 1
+    return {"token_ids": rng.integers(5, 30, (batch, length)).astype("int32"), "segment_ids": segments,
+            "padding_mask": np.ones((batch, length), "int32")}
+
+
+@pytest.mark.parametrize("num_classes,regression", [(3, False), (1, True), (2, True)])
+def test_structure_params_and_save_load(tmp_path, num_classes, regression):
+    backbone = BertBackbone(**BERT)
+    model = TextClassifier(backbone, num_classes=num_classes, regression=regression)
+    assert model.count_params() == backbone.count_params() + 8 * num_classes + num_classes  # dense(hidden -> C)
+    x = _inputs()
+    out = model(x)
+    assert tuple(out.shape) == (4, num_classes) and out.dtype == "float32"
+    model.save(tmp_path / "clf.keras")
+    restored = keras.saving.load_model(tmp_path / "clf.keras")
+    assert type(restored) is TextClassifier and type(restored.backbone) is BertBackbone
+    assert (restored.num_classes, restored.dropout, restored.regression) == (num_classes, 0.1, regression)
+    assert_allclose_structure(restored(x), out, atol=0, rtol=0)
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    mixed = TextClassifier(BertBackbone(**BERT), num_classes=num_classes, regression=regression)
+    assert mixed(x).dtype == "float32" and mixed.backbone(x)["pooled_output"].dtype == "bfloat16"
+
+
+def test_default_compile_fit_reports_loss_sums():
+    # Defaults (AdamW, cross-entropy, accuracy, XLA) train, and Keras' loss is the Trainer's
+    # loss_sums ratio: the first step's reported loss is computed on the initial weights.
+    model = TextClassifier(BertBackbone(**BERT, dropout=0.0), num_classes=3, dropout=0.0)
+    model.compile()
+    x, y = _inputs(), np.array([0, 2, 1, 2], "int32")
+    logits = model(x)
+    loss, weight = model.loss_sums(y, logits)
+    accuracy = model.metrics_from_sums(model.metric_sums(y, logits))["accuracy"]
+    before = [np.array(w) for w in model.trainable_weights]
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    np.testing.assert_allclose(history.history["loss"][0], float(loss) / float(weight), rtol=1e-5)
+    assert history.history["accuracy"][0] == pytest.approx(accuracy)
+    assert [w.path for w, b in zip(model.trainable_weights, before) if np.all(np.array(w) == b)] == []
+
+
+def test_regression_sums_mse_mae_pearson():
+    model = TextClassifier(BertBackbone(**BERT), num_classes=1, regression=True)
+    y = np.array([1.0, 2.0, 3.0, -1.0], "float32")
+    pred = np.array([[1.5], [2.0], [2.0], [-1.0]], "float32")
+    loss, weight = model.loss_sums(y, pred, sample_weight=np.array([1.0, 1.0, 2.0, 0.0]))
+    assert float(loss) == pytest.approx(0.25 + 0.0 + 2 * 1.0) and float(weight) == 4.0  # negatives are targets
+    metrics = model.metrics_from_sums(model.metric_sums(y, pred))
+    assert metrics["loss"] == pytest.approx(1.25 / 4) and metrics["mae"] == pytest.approx(1.5 / 4)
+    assert metrics["pearson"] == pytest.approx(np.corrcoef(y, pred[:, 0])[0, 1], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_regression_fits_toy_target():
+    # Target: the fraction of the 8 tokens that are token 7 (the [CLS] position must learn to count).
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 10, (512, 9)).astype("int32")
+    ids[:, 0] = 2
+    target = (ids[:, 1:] == 7).mean(-1).astype("float32")
+    x = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": np.ones_like(ids)}
+    backbone = BertBackbone(vocabulary_size=12, num_layers=1, num_heads=2, hidden_dim=32, intermediate_dim=64,
+                            max_sequence_length=9, dropout=0.0)
+    model = TextClassifier(backbone, num_classes=1, dropout=0.0, regression=True)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=False)
+    model.fit({k: v[:448] for k, v in x.items()}, target[:448], batch_size=32, epochs=15,
+              verbose=0)
+    held = {k: v[448:] for k, v in x.items()}
+    sums = model.metric_sums(target[448:], model.predict(held, verbose=0))
+    metrics = model.metrics_from_sums(sums)
+    variance = float(target[448:].var())  # MSE of always predicting the mean
+    assert metrics["loss"] < 0.2 * variance and metrics["pearson"] > 0.9
+
+
+@pytest.mark.slow
+def test_sst2_slice_learned_above_chance():
+    data = read_classification(shared_data("sst2", "train.tsv"))
+    train, held = data.dataset.take(4000).cache(), data.dataset.skip(4000).take(500).cache()
+    tokenizer = WordPieceTokenizer.train(train.map(lambda r: r["text"]), vocab_size=2000)
+    backbone = BertBackbone(vocabulary_size=tokenizer.vocabulary_size, num_layers=2, num_heads=2, hidden_dim=32,
+                            intermediate_dim=64, max_sequence_length=48)
+    model = TextClassifier(backbone, num_classes=2)
+    # From random init a tiny model needs a far larger step than fine-tuning's 5e-5; no XLA: compiling
+    # costs more than it saves over 300 CPU steps.
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.01), jit_compile=False)
+    model.fit(classification_dataset(train, tokenizer, 48, batch_size=32, shuffle=True, seed=0).repeat(),
+              steps_per_epoch=300, epochs=1, verbose=0)
+    held_ds = classification_dataset(held, tokenizer, 48, batch_size=100)
+    labels = np.concatenate([y for _, y in held_ds.as_numpy_iterator()])
+    predicted = model.predict(held_ds, verbose=0).argmax(-1)
+    accuracy = tfm.metrics.accuracy(labels, predicted)
+    majority = max(labels.mean(), 1 - labels.mean())
+    print(f"SST-2 held-out accuracy {accuracy:.3f} (majority {majority:.3f})")
+    assert majority < 0.6 and accuracy >= 0.65
+
+
+def test_docstring_examples():
+    result = doctest.testmod(text_classifier, extraglobs={"tfm": tfm, "np": np})
+    assert result.failed == 0 and result.attempted == 2

@@ -56,7 +56,14 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    from tfm.training.config import ConfigError
+
+    try:
+        return args.func(args) or 0
+    except (ConfigError, FileNotFoundError) as error:
+        # Bad input: say what and where, without a traceback.
+        print(f"tfm {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

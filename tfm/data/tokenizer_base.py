@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 CONFIG_FILE = "tokenizer.json"
@@ -94,10 +95,12 @@ class Tokenizer:
             flags = [self._is_word_start_token(t) for t in self._vocabulary]
             for i in set(self.special_ids) - {self.unk_id}:  # control tokens stand alone
                 flags[i] = True
-            self._word_start_table = tf.constant(flags)
+            # Cache NumPy, not a tensor: a tensor made while tracing one tf.data graph can't enter another.
+            self._word_start_table = np.array(flags)
+        table = tf.constant(self._word_start_table)
         if isinstance(ids, tf.RaggedTensor):
-            return ids.with_flat_values(tf.gather(self._word_start_table, ids.flat_values))
-        return tf.gather(self._word_start_table, ids)
+            return ids.with_flat_values(tf.gather(table, ids.flat_values))
+        return tf.gather(table, ids)
 
     def tokenize_with_word_starts(self, strings):
         """Like `tokenize`, also returning the `word_starts` flags of the ids."""

@@ -96,7 +96,8 @@ class MultiHeadAttention(keras.layers.Layer):
             cache = (key, value)
 
         query = query * ops.cast(1.0 / math.sqrt(self.head_dim), query.dtype)
-        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))  # (B, heads, Tq, Tk)
+        # einsum contracts head_dim directly: no transposed copy of the (possibly cached) keys.
+        scores = ops.einsum("bhqd,bhkd->bhqk", query, key)  # (B, heads, Tq, Tk)
         scores = ops.cast(scores, "float32")
         if attention_mask is not None:
             mask = ops.expand_dims(ops.cast(attention_mask, "float32"), 1)  # (B, 1, Tq, Tk)

@@ -88,7 +88,8 @@ def test_regression_fits_toy_target():
     sums = model.metric_sums(target[448:], model.predict(held, verbose=0))
     metrics = model.metrics_from_sums(sums)
     variance = float(target[448:].var())  # MSE of always predicting the mean
-    assert metrics["loss"] < 0.2 * variance and metrics["pearson"] > 0.9
+    print(f"regression toy held-out MSE {metrics['loss']:.5f} (variance {variance:.5f}), r {metrics['pearson']:.3f}")
+    assert metrics["loss"] < 0.05 * variance and metrics["pearson"] > 0.97
 
 
 @pytest.mark.slow

@@ -138,6 +138,7 @@ class SpanQA(Task):
     """
 
     TASK_ARGS = ()
+    _output_names = ("start_logits", "end_logits")
     best_spans = staticmethod(best_spans)
     span_predictions = staticmethod(span_predictions)
 
@@ -162,10 +163,9 @@ class SpanQA(Task):
             loss = {k: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for k in self._output_names}
             kwargs.setdefault("loss_weights", {k: 0.5 for k in self._output_names})
         if weighted_metrics == "auto":
-            weighted_metrics = {k: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for k in self._output_names}
+            accuracy = keras.metrics.SparseCategoricalAccuracy
+            weighted_metrics = {k: [accuracy(name="accuracy")] for k in self._output_names}
         super().compile(optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, **kwargs)
-
-    _output_names = ("start_logits", "end_logits")
 
     # Keras matches labels to outputs by key; the SQuAD pipeline names them *_positions.
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -157,4 +157,4 @@ def test_weight_decay_skips_layer_norm_and_biases():
     assert "transformer_layer_0/self_attention/qkv/kernel" in decayed
     assert "token_embedding/embeddings" in decayed
     assert not any(p.endswith(("/gamma", "/beta", "/bias", "output_bias")) for p in decayed)
-    assert len(decayed) == 12  # 3 embeddings + 4 kernels x 2 layers + pooler kernel
+    assert len(decayed) == 13  # 3 embeddings + 4 kernels x 2 layers + pooler and MLM-head kernels

@@ -67,8 +67,12 @@ def mlm_dataset(texts, tokenizer, sequence_length=128, batch_size=32, max_predic
     if next_sentence:
         ds = _sentence_pairs(ds, seed)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    # With a seed, each batch's masks come from stateless draws seeded by (seed, batch index): the same
+    # masks in every run, whatever the map parallelism, and after a resume that skips batches.
+    ds = ds.enumerate()
 
-    def encode(batch):
+    def encode(index, batch):
+        stateless_seed = None if seed is None else tf.stack([tf.constant(seed, tf.int64), index])
         segments = [batch["a"], batch["b"]] if next_sentence else [batch]
         ids = [tokenizer.tokenize(s) for s in segments]
         starts = [tokenizer.word_starts(i) for i in ids] if whole_word else None
@@ -78,7 +82,7 @@ def mlm_dataset(texts, tokenizer, sequence_length=128, batch_size=32, max_predic
         x["token_ids"], x["mask_positions"], mask_ids, weights = mask_tokens(
             x["token_ids"], vocabulary_size=tokenizer.vocabulary_size, mask_id=tokenizer.mask_id,
             special_ids=tokenizer.special_ids, max_predictions=max_predictions, mask_rate=mask_rate,
-            word_starts=word_starts, seed=seed)
+            word_starts=word_starts, stateless_seed=stateless_seed)
         if not next_sentence:
             return x, mask_ids, weights
         label = batch["next_sentence_label"]

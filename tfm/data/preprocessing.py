@@ -63,7 +63,7 @@ def _fix(tensor, batch, length):
 
 def mask_tokens(token_ids, *, vocabulary_size, mask_id, special_ids, max_predictions, mask_rate=0.15,
                 mask_token_rate=0.8, random_token_rate=0.1, word_starts=None, random_token_min_id=None,
-                seed=None):
+                seed=None, stateless_seed=None):
     """Dynamic MLM masking of a packed batch (BERT recipe: 15% selected, of those 80/10/10).
 
     Each candidate (not a special id) is selected independently with probability `mask_rate` (whole
@@ -82,6 +82,8 @@ def mask_tokens(token_ids, *, vocabulary_size, mask_id, special_ids, max_predict
         word_starts: optional int/bool `(batch, length)`, 1 where a token starts a word (whole-word masking).
         random_token_min_id: int, default `max(special_ids) + 1` (keeps replacements non-special).
         seed: optional int for `tf.random` op seeds (determinism in tests).
+        stateless_seed: optional int64 `(2,)` tensor; when given, draws use stateless random ops, so the
+            masks depend only on this seed (reproducible under parallel `map` and after a resume).
 
     Returns:
         (masked_token_ids, mask_positions, mask_ids, mask_weights): int32 `(batch, length)`, int32
@@ -94,7 +96,13 @@ def mask_tokens(token_ids, *, vocabulary_size, mask_id, special_ids, max_predict
         raise ValueError(f"need a static sequence length >= max_predictions={max_predictions}, got {length}")
     shape = tf.shape(token_ids)
     candidate = tf.reduce_all(tf.not_equal(token_ids[..., None], tf.constant(list(special_ids), tf.int32)), -1)
-    draws = tf.random.uniform(shape, seed=seed)
+    def uniform(k, maxval=1.0, dtype=tf.float32, minval=0):
+        if stateless_seed is not None:
+            op_seed = tf.cast(stateless_seed, tf.int64) + tf.constant([0, 1_000_003], tf.int64) * k
+            return tf.random.stateless_uniform(shape, op_seed, minval, maxval, dtype=dtype)
+        return tf.random.uniform(shape, minval, maxval, dtype=dtype, seed=None if seed is None else seed + k)
+
+    draws = uniform(0)
     if word_starts is not None:
         # Every token takes the draw of its word's first token (special tokens count as their own word).
         starts = tf.logical_or(tf.cast(word_starts, tf.bool), tf.logical_not(candidate))
@@ -111,10 +119,9 @@ def mask_tokens(token_ids, *, vocabulary_size, mask_id, special_ids, max_predict
     fits = tf.reduce_sum(tf.cast(below | at, tf.int32), 1, keepdims=True) <= max_predictions
     selected = selected & (below | (at & fits))
 
-    action = tf.random.uniform(shape, seed=None if seed is None else seed + 1)
+    action = uniform(1)
     low = max(special_ids) + 1 if random_token_min_id is None else random_token_min_id
-    random_ids = tf.random.uniform(shape, low, vocabulary_size, dtype=tf.int32,
-                                   seed=None if seed is None else seed + 2)
+    random_ids = uniform(2, vocabulary_size, tf.int32, low)
     replaced = tf.where(action < mask_token_rate, mask_id, token_ids)
     replaced = tf.where((action >= mask_token_rate) & (action < mask_token_rate + random_token_rate),
                         random_ids, replaced)

@@ -108,7 +108,11 @@ class Trainer:
         if not self.is_chief:
             # MultiWorkerMirroredStrategy: every worker must save; only the chief's copy is kept.
             directory = os.path.join(directory, f".worker_{self.strategy.cluster_resolver.task_id}")
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
+        # Dropout seed-generator states are variables but not weights, so tf.train.Checkpoint does not
+        # reach them through the model; without them a resumed run would draw different dropout masks.
+        weights = {id(w) for w in self.model.weights}
+        rng_states = [v.value for v in self.model.variables if id(v) not in weights]
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step, rng=rng_states)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=self.config.keep_checkpoints)
         self.restored_from = self.manager.restore_or_initialize()
         self._checkpoint_dir = directory
@@ -140,7 +144,8 @@ class Trainer:
         variables = self.model.trainable_variables
         grads = tape.gradient(scaled, variables)
         # Unused weights (e.g. BERT's pooler under MLM) get zero gradients so replicas can all-reduce.
-        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+        # Embedding gradients arrive as IndexedSlices: densify so micro-batches add and replicas all-reduce.
+        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
         return loss_sum, weight_sum, grads, _tokens_in(x)
 
     @tf.autograph.experimental.do_not_convert

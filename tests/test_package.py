@@ -26,11 +26,3 @@ def test_import_refuses_another_backend():
     assert "Keras was already imported with the 'jax' backend" in result.stderr
     result = _run("import tfm", KERAS_BACKEND="numpy")
     assert "KERAS_BACKEND='numpy'" in result.stderr
-
-
-def test_console_script_quickstart_prints_parameter_counts():
-    result = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "tfm"), "quickstart"], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    assert "bert_tiny: 4,385,920 parameters; sequence_output (2, 16, 128)" in result.stdout

@@ -1,7 +1,12 @@
 """The `tfm` command line: parse arguments, then call the library."""
 
 import argparse
+import importlib
 import sys
+
+# Subcommands that live beside their feature: each module defines `add_commands(subparsers)`, and each
+# parser it adds sets `func` (called with the parsed args; returns an exit code or None).
+COMMAND_MODULES = ()
 
 
 def _train(args):
@@ -51,6 +56,9 @@ def build_parser():
     quickstart = commands.add_parser("quickstart", help="Fetch real text, pretrain bert_tiny with MLM, report.")
     quickstart.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the quickstart config")
     quickstart.set_defaults(func=_quickstart)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(commands)
     return parser
 
 

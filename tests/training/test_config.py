@@ -318,7 +318,8 @@ def test_helpers_for_the_library():
 def test_docstring_examples():
     import doctest
 
-    from tfm.training import config
+    from tfm.training import config, config_core
 
     result = doctest.testmod(config)
-    assert result.attempted >= 8 and result.failed == 0
+    core = doctest.testmod(config_core, extraglobs=vars(config))  # its examples use the schema classes
+    assert result.attempted + core.attempted >= 8 and result.failed == core.failed == 0

@@ -50,6 +50,8 @@ class Trainer:
         strategy: a `tf.distribute.Strategy`; default from `config.strategy`.
         flops_per_token: optional float, training FLOPs per token (for MFU).
         sample_fn: optional callable `(model) -> list[str]` of generated samples logged at evaluation.
+        report_fn: optional callable `(model) -> dict[str, float]` of whole-example scores (e.g. entity
+            F1) added to the eval metrics at each evaluation, on the chief only.
         hparams: optional dict logged once to the TensorBoard hparams plugin.
         verbose: bool, print a progress bar on the chief.
 
@@ -59,13 +61,14 @@ class Trainer:
     """
 
     def __init__(self, config, output_dir, model_fn, train_dataset_fn, eval_dataset_fn=None, strategy=None,
-                 flops_per_token=None, sample_fn=None, hparams=None, verbose=True):
+                 flops_per_token=None, sample_fn=None, report_fn=None, hparams=None, verbose=True):
         self.config = config
         self.output_dir = output_dir
         self.strategy = strategy or create_strategy(config.strategy)
         self.is_chief = is_chief(self.strategy)
         self.flops_per_token = flops_per_token
         self.sample_fn = sample_fn
+        self.report_fn = report_fn
         self.verbose = verbose and self.is_chief
         replicas = self.strategy.num_replicas_in_sync
         micro = config.batch_size // config.grad_accum_steps
@@ -241,6 +244,10 @@ class Trainer:
                 window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0.0, time.perf_counter()
             if step % c.eval_every == 0 or step == c.steps:
                 metrics = self.evaluate(c.eval_steps)
+                if self.report_fn is not None and self.is_chief:
+                    metrics.update(self.report_fn(self.model))
+                if self.verbose and metrics:
+                    print(f"\neval at step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
                 self._log("eval", metrics, step)
                 if self.sample_fn is not None and self.is_chief:
                     with self._writer("eval").as_default():

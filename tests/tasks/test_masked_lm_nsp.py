@@ -1,0 +1,158 @@
+"""MaskedLM with the next-sentence head: structure, exact loss sums, save/load, and training on real text."""
+
+import keras
+import numpy as np
+import pytest
+
+from tests.data_paths import shared_data
+from tests.helpers import assert_allclose_structure
+from tfm.data import WordPieceTokenizer, mlm_dataset
+from tfm.models import BertBackbone
+from tfm.tasks import MaskedLM
+
+BERT = {"vocabulary_size": 30, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "intermediate_dim": 16,
+        "max_sequence_length": 12}
+
+
+def _inputs(rng, batch=4, length=10, predictions=3):
+    return {
+        "token_ids": rng.integers(0, 30, (batch, length)).astype("int32"),
+        "segment_ids": np.repeat([[0] * 5 + [1] * (length - 5)], batch, 0).astype("int32"),
+        "padding_mask": np.ones((batch, length), "int32"),
+        "mask_positions": rng.integers(0, length, (batch, predictions)).astype("int32"),
+    }
+
+
+def _ce(labels, logits):
+    logits = logits.astype(np.float64)
+    log_probs = logits - logits.max(-1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+    return -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+
+
+def test_structure_params_and_save_load(tmp_path):
+    plain = MaskedLM(BertBackbone(**BERT))
+    model = MaskedLM(BertBackbone(**BERT), next_sentence=True)
+    # Exactly the dense(hidden -> 2) kernel and bias on top of the MLM model; the pooler is the backbone's.
+    assert model.count_params() == plain.count_params() + 8 * 2 + 2
+    assert model.get_layer("next_sentence_head").kernel.shape == (8, 2)
+    x = _inputs(np.random.default_rng(0))
+    out = model(x)
+    assert {k: (tuple(v.shape), v.dtype) for k, v in out.items()} == {
+        "mask_ids": ((4, 3, 30), "float32"), "next_sentence_label": ((4, 2), "float32")}
+    # The default model is unchanged: a plain logits tensor, and the flag in its config.
+    assert tuple(plain(x).shape) == (4, 3, 30) and plain.get_config()["next_sentence"] is False
+    config = model.get_config()
+    assert config["next_sentence"] is True and MaskedLM.from_config(config).get_config() == config
+    model.save(tmp_path / "nsp.keras")
+    restored = keras.saving.load_model(tmp_path / "nsp.keras")
+    assert type(restored) is MaskedLM and restored.next_sentence is True
+    assert_allclose_structure(restored(x), out, atol=0, rtol=0)
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    mixed = MaskedLM(BertBackbone(**BERT), next_sentence=True)(x)
+    assert mixed["mask_ids"].dtype == "float32" and mixed["next_sentence_label"].dtype == "float32"
+
+
+def test_loss_and_metric_sums_match_numpy():
+    model = MaskedLM(BertBackbone(**BERT), next_sentence=True)
+    rng = np.random.default_rng(3)
+    mlm_logits = rng.normal(0, 2, (4, 3, 30)).astype("float32")
+    nsp_logits = rng.normal(0, 2, (4, 2)).astype("float32")
+    mask_ids = rng.integers(0, 30, (4, 3)).astype("int32")
+    mask_ids[0, :2] = np.argmax(mlm_logits[0, :2], -1)  # two certain MLM hits
+    nsp = np.array([0, 1, 1, 0], "int32")
+    weights = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0]], "float32")  # 7 masked tokens
+    y, pred = {"mask_ids": mask_ids, "next_sentence_label": nsp}, {"mask_ids": mlm_logits, "next_sentence_label": nsp_logits}
+    sw = {"mask_ids": weights, "next_sentence_label": np.ones(4, "float32")}
+
+    mlm_mean = (_ce(mask_ids, mlm_logits) * weights).sum() / 7
+    nsp_mean = _ce(nsp, nsp_logits).mean()
+    loss, weight = model.loss_sums(y, pred, sw)
+    assert float(weight) == 7.0
+    np.testing.assert_allclose(float(loss) / float(weight), mlm_mean + nsp_mean, rtol=1e-5)
+
+    metrics = model.metrics_from_sums(model.metric_sums(y, pred, sw))
+    mlm_acc = ((mlm_logits.argmax(-1) == mask_ids) * weights).sum() / 7
+    nsp_acc = (nsp_logits.argmax(-1) == nsp).mean()
+    assert metrics.keys() == {"loss", "accuracy", "next_sentence_accuracy", "mlm_loss", "next_sentence_loss"}
+    np.testing.assert_allclose([metrics[k] for k in ("loss", "mlm_loss", "next_sentence_loss")],
+                               [mlm_mean + nsp_mean, mlm_mean, nsp_mean], rtol=1e-5)
+    assert metrics["accuracy"] == pytest.approx(mlm_acc) and metrics["next_sentence_accuracy"] == pytest.approx(nsp_acc)
+
+    # The Trainer adds metric_sums over batches/replicas: two halves give the whole batch's metrics exactly,
+    # although the halves hold 3 and 4 masked tokens for 2 examples each.
+    halves = [model.metric_sums(*(
+        {k: v[s] for k, v in d.items()} for d in (y, pred, sw))) for s in (slice(0, 2), slice(2, 4))]
+    summed = model.metrics_from_sums({k: float(halves[0][k]) + float(halves[1][k]) for k in halves[0]})
+    for key, value in metrics.items():
+        assert summed[key] == pytest.approx(value, rel=1e-5), key
+    # A (mask_ids, next_sentence_label) pair works like the dict; no sample_weight = all labels count.
+    np.testing.assert_allclose(model.loss_sums((mask_ids, nsp), pred, sw)[0], loss, rtol=1e-6)
+    unweighted, count = model.loss_sums(y, pred)
+    np.testing.assert_allclose(float(unweighted) / float(count), _ce(mask_ids, mlm_logits).mean() + nsp_mean, rtol=1e-5)
+
+
+def test_default_compile_first_step_loss_is_loss_sums_ratio():
+    # Keras' fit with the "auto" losses reports MLM mean + NSP mean, the Trainer's loss_sums ratio
+    # (the first step's loss is computed on the initial weights).
+    model = MaskedLM(BertBackbone(**BERT, dropout=0.0), next_sentence=True)
+    model.compile()
+    rng = np.random.default_rng(5)
+    x = _inputs(rng)
+    y = {"mask_ids": rng.integers(0, 30, (4, 3)).astype("int32"), "next_sentence_label": np.array([0, 1, 1, 1], "int32")}
+    sw = {"mask_ids": np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0]], "float32"),
+          "next_sentence_label": np.ones(4, "float32")}
+    pred = model(x)
+    loss, weight = model.loss_sums(y, pred, sw)
+    metrics = model.metrics_from_sums(model.metric_sums(y, pred, sw))
+    history = model.fit(x, y, sample_weight=sw, batch_size=4, epochs=1, verbose=0).history
+    np.testing.assert_allclose(history["loss"][0], float(loss) / float(weight), rtol=1e-5)
+    assert history["mask_ids_accuracy"][0] == pytest.approx(metrics["accuracy"])
+    assert history["next_sentence_label_accuracy"][0] == pytest.approx(metrics["next_sentence_accuracy"])
+    np.testing.assert_allclose(history["next_sentence_label_loss"][0], metrics["next_sentence_loss"], rtol=1e-5)
+
+
+def _interleaved(english, chinese):
+    """SST-2 sentence, ChnSentiCorp review, SST-2, ...: every true second segment is Chinese.
+
+    mlm_dataset pairs lines (0, 1), (2, 3), ... (label 0) and swaps half the seconds for a random line
+    (label 1), which is English half of the time; "second segment is English" -> label 1 is right for
+    0.5 + 0.5 * 0.5 = 75% of pairs, the ceiling of this toy.
+    """
+    return [text for pair in zip(english, chinese) for text in pair]
+
+
+@pytest.mark.slow
+def test_fit_on_real_text_learns_next_sentence():
+    english = [r.split("\t", 1)[1] for r in shared_data("sst2", "train.tsv").read_text("utf-8").splitlines()[1:2257]]
+    chinese = [r.split("\t", 1)[1][:40] for r in
+               shared_data("chnsenticorp", "train.tsv").read_text("utf-8").splitlines()[1:2257]]
+    train, held = _interleaved(english[:2000], chinese[:2000]), _interleaved(english[2000:], chinese[2000:])
+    tokenizer = WordPieceTokenizer.train(train, 600)
+    # shuffle=False: mlm_dataset shuffles texts *before* pairing them, which would make every pair random.
+    data = mlm_dataset(train, tokenizer, 32, 32, max_predictions=5, next_sentence=True, seed=1, drop_remainder=True)
+    held_data = mlm_dataset(held, tokenizer, 32, 32, max_predictions=5, next_sentence=True, seed=2)
+    backbone = BertBackbone(vocabulary_size=tokenizer.vocabulary_size, num_layers=1, num_heads=2, hidden_dim=32,
+                            intermediate_dim=64, max_sequence_length=32, dropout=0.0)
+    model = MaskedLM(backbone, next_sentence=True)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = model.fit(data.repeat(), steps_per_epoch=50, epochs=6, verbose=0).history  # 300 steps
+    nsp_loss = history["next_sentence_label_loss"]
+    print(f"NSP train loss {nsp_loss[0]:.3f} -> {nsp_loss[-1]:.3f}; total {history['loss'][0]:.3f} -> {history['loss'][-1]:.3f}")
+    assert nsp_loss[0] - nsp_loss[-1] > 0.12 and history["loss"][0] - history["loss"][-1] > 0.8
+
+    # Held-out pairs, scored with the Trainer's sums: well above chance (0.5), near the 0.75 ceiling. The
+    # batches are materialized once: the random second segments are redrawn on every pass over mlm_dataset.
+    batches = list(held_data)
+    totals = {}
+    for x, y, sw in batches:
+        for key, value in model.metric_sums(y, model(x), sw).items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+    metrics = model.metrics_from_sums(totals)
+    print(f"held-out next_sentence_accuracy {metrics['next_sentence_accuracy']:.3f}, MLM accuracy {metrics['accuracy']:.3f}")
+    assert metrics["next_sentence_accuracy"] >= 0.68 and totals["next_sentence_weight"] == 256
+    x, y, sw = (keras.tree.map_structure(lambda *t: np.concatenate(t), *parts) for parts in zip(*batches))
+    keras_metrics = model.evaluate(x, y, sample_weight=sw, batch_size=32, return_dict=True, verbose=0)
+    assert keras_metrics["next_sentence_label_accuracy"] == pytest.approx(metrics["next_sentence_accuracy"], abs=1e-6)
+    assert keras_metrics["mask_ids_accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)

@@ -14,6 +14,7 @@ from tfm.data.pipelines import (
     mlm_dataset,
     token_classification_dataset,
 )
+from tfm.data.multiple_choice import multiple_choice_dataset, read_multiple_choice
 from tfm.data.preprocessing import causal_lm_split, chunk_stream, mask_tokens, pack_segments
 from tfm.data.readers import LabelVocabulary, ReadResult, read_classification, read_text_corpus
 from tfm.data.sentencepiece_tokenizer import SentencePieceTokenizer
@@ -27,6 +28,7 @@ __all__ = [
     "BytePairTokenizer", "IGNORE_LABEL", "LabelVocabulary", "ReadResult", "SentencePieceTokenizer", "SquadExample",
     "SquadFeatures", "Tokenizer", "WordPieceTokenizer", "align_word_labels", "bio_label_order", "build_vocab",
     "causal_lm_split", "chunk_stream", "classification_dataset", "clm_dataset", "default_max_predictions",
-    "load_tfds", "load_tokenizer", "mask_tokens", "mlm_dataset", "pack_segments", "read_classification",
-    "read_conll", "read_squad", "read_text_corpus", "squad_features", "token_classification_dataset",
+    "load_tfds", "load_tokenizer", "mask_tokens", "mlm_dataset", "multiple_choice_dataset", "pack_segments",
+    "read_classification", "read_conll", "read_multiple_choice", "read_squad", "read_text_corpus",
+    "squad_features", "token_classification_dataset",
 ]

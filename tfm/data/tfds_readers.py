@@ -17,6 +17,12 @@ TFDS_SOURCES = {
     "conll2003": ("conll", {"tokens": "tokens", "tags": "ner"}),
     "wikipedia": ("text", {"text": "text"}),
     "squad": ("squad", {}),
+    # Multiple choice ({"context", "choices" (4,), "label"}). SWAG is not a tfds builder: it comes through
+    # tfds' Hugging Face bridge (needs `pip install datasets`); context = sent1, choice = "sent2 ending<k>"
+    # (the startphrase split at sent1|sent2, as BERT's SWAG recipe packs it).
+    "swag": ("multiple_choice", {"tfds_name": "huggingface:swag/regular", "context": "sent1", "lead": "sent2",
+                                 "choices": [f"ending{k}" for k in range(4)]}),
+    "hellaswag": ("multiple_choice", {"context": "context", "choices": "endings"}),
 }
 
 
@@ -32,22 +38,28 @@ def load_tfds(name, split, data_dir=None, download=True):
     """Load a tfds dataset in tfm's reader structure.
 
     Args:
-        name: "glue/sst2", "imdb_reviews", "conll2003", "wikipedia/<date>.<lang>" or "squad[/v2.0]".
+        name: "glue/sst2", "imdb_reviews", "conll2003", "wikipedia/<date>.<lang>", "squad[/v2.0]", "swag"
+            or "hellaswag".
         split: tfds split, e.g. "train", "validation[:10%]".
         data_dir: optional tfds data directory.
         download: bool, let tfds download and prepare when missing.
 
     Returns:
         ReadResult (classification: {"text", "label"}; conll2003: {"tokens", "tags"} with the NER label
-        names; wikipedia: tf.string documents), or for squad a list of SquadExample.
+        names; wikipedia: tf.string documents; swag/hellaswag: {"context", "choices" (4,), "label"}, label -1
+        on unlabelled test splits), or for squad a list of SquadExample.
     """
     import tensorflow_datasets as tfds
 
     kind, fields = _source(name)
-    ds, info = tfds.load(name, split=split, data_dir=data_dir, download=download, with_info=True)
-    if kind == "squad":
+    ds, info = tfds.load(fields.get("tfds_name", name), split=split, data_dir=data_dir, download=download,
+                         with_info=True)
+    if kind == "multiple_choice":
+        ds = ds.map(lambda x: multiple_choice_element(x, fields))
+        labels = None
+    elif kind == "squad":
         return [_squad_example(x) for x in tfds.as_numpy(ds)]
-    if kind == "text":
+    elif kind == "text":
         ds = ds.map(lambda x: x[fields["text"]])
         labels = None
     elif kind == "classification":
@@ -58,6 +70,22 @@ def load_tfds(name, split, data_dir=None, download=True):
         labels = LabelVocabulary(info.features[fields["tags"]].feature.names)
     count = info.splits[split].num_examples if split in info.splits else int(ds.cardinality())
     return ReadResult(ds, int(count), {}, labels)
+
+
+def multiple_choice_element(record, fields):
+    """A tfds swag/hellaswag record as `{"context", "choices" (4,), "label"}` (the read_multiple_choice structure).
+
+    Args:
+        record: dict of tensors from tfds.
+        fields: the TFDS_SOURCES mapping: "context", "choices" (one list field or a list of per-choice
+            fields), optional "lead" (text prepended to every choice).
+    """
+    names = fields["choices"]
+    choices = tf.stack([record[n] for n in names]) if isinstance(names, list) else record[names]
+    choices = tf.ensure_shape(choices, [4])  # static C: MultipleChoice's input shape needs it
+    if "lead" in fields:
+        choices = tf.strings.strip(tf.strings.join([tf.fill([4], record[fields["lead"]]), choices], " "))
+    return {"context": record[fields["context"]], "choices": choices, "label": tf.cast(record["label"], tf.int32)}
 
 
 def _squad_example(x):

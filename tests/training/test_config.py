@@ -52,11 +52,13 @@ def _write(tmp_path, text, name="exp.yaml"):
 
 def test_schema_keys_and_defaults():
     d = to_dict(ExperimentConfig())
-    assert list(d) == ["output_dir", "task", "model", "data", "trainer"]
+    assert list(d) == ["output_dir", "task", "model", "data", "trainer", "pretrain"]
     assert d["output_dir"] == "runs/default"
     assert d["task"] == {
         "name": "masked_lm", "num_classes": 2, "num_labels": None, "label_names": None, "init_checkpoint": None,
         "max_predictions": 20, "mask_rate": 0.15, "whole_word_masking": False, "tagging_scheme": "IOB2",
+        "next_sentence": False, "num_choices": None, "doc_stride": 128, "max_query_length": 64,
+        "max_answer_length": 30, "version_2": False,
     }
     assert d["model"] == {
         "preset": None, "family": "bert", "vocabulary_size": None, "num_layers": None, "num_heads": None,
@@ -105,7 +107,7 @@ def test_from_dict_nested_and_safe_conversions():
 @pytest.mark.parametrize("data, message", [
     ({"trainer": {"stepz": 3}},
      f"trainer.stepz is not a valid key (did you mean 'steps'?); valid keys in trainer: {TRAINER_KEYS}"),
-    ({"bogus": 1}, "bogus is not a valid key; valid keys at the top level: output_dir, task, model, data, trainer"),
+    ({"bogus": 1}, "bogus is not a valid key; valid keys at the top level: output_dir, task, model, data, trainer, pretrain"),
     ({"data": {"tokenizer": {"vocab": 10}}},
      "data.tokenizer.vocab is not a valid key (did you mean 'vocab_size'?); "
      "valid keys in data.tokenizer: type, vocab_size, lowercase, path"),
@@ -236,7 +238,7 @@ def test_apply_overrides_types_and_values():
      f"valid keys in trainer: {TRAINER_KEYS}"),
     ("trainr.steps=5",
      "--set trainr.steps=5: trainr is not a valid key (did you mean 'trainer'?); "
-     "valid keys at the top level: output_dir, task, model, data, trainer"),
+     "valid keys at the top level: output_dir, task, model, data, trainer, pretrain"),
     ("trainer.steps.max=5", "--set trainer.steps.max=5: trainer.steps.max is not a valid key: trainer.steps is int"),
     ("trainer.jit_compile=1", "--set trainer.jit_compile=1: trainer.jit_compile must be bool, got 1 (int)"),
     ("trainer.steps=0", "--set trainer.steps=0: trainer.steps must be > 0, got 0"),
@@ -258,13 +260,13 @@ def test_yaml_round_trip_is_exact(tmp_path):
         "task.tagging_scheme=IOBES", "data.format=conll", "data.train=[train.conll]", "data.text_column=true",
         "trainer.learning_rate=3e-5", "trainer.adam_epsilon=1e-8", "trainer.warmup_ratio=0.1",
         "trainer.peak_flops=9.89e14", "model.dropout=0.1", "model.hidden_dim=64", "model.num_heads=4",
-        "data.tokenizer.path=vocab/ünïcode.txt",
+        "data.tokenizer.path=vocab/ünïcode.txt", "pretrain={trainer: {steps: 30}, data: {sequence_length: 64}}",
     ])
     written = save_config(cfg, str(tmp_path / "run"))
     assert written == str(tmp_path / "run" / "config.yaml")
     text = open(written).read()
     assert text.startswith("# Resolved ExperimentConfig (tfm.training.config.save_config)\n")
-    assert list(yaml.safe_load(text)) == ["output_dir", "task", "model", "data", "trainer"]
+    assert list(yaml.safe_load(text)) == ["output_dir", "task", "model", "data", "trainer", "pretrain"]
     loaded = load_config(written)
     assert loaded == cfg
     assert to_dict(loaded) == to_dict(cfg)

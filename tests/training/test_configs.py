@@ -14,7 +14,8 @@ TFM = os.path.join(os.path.dirname(sys.executable), "tfm")
 
 
 def test_configs_exist():
-    assert {"bert_tiny_mlm.yaml", "bert_base_mlm.yaml", "gpt_tiny_clm.yaml", "gpt2_small_clm.yaml"} <= {p.name for p in CONFIGS}
+    assert {"bert_tiny_mlm.yaml", "bert_base_mlm.yaml", "gpt_tiny_clm.yaml", "gpt2_small_clm.yaml", "sst2.yaml",
+            "conll2003.yaml", "chnsenticorp.yaml", "zh_ner.yaml"} <= {p.name for p in CONFIGS}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -104,9 +104,16 @@ class TaskConfig(_Config):
     mask_rate: float = 0.15
     whole_word_masking: bool = False
     tagging_scheme: Literal["IOB2", "IOBES"] = "IOB2"
+    next_sentence: bool = False  # masked_lm: add the next-sentence head and sentence-pair data
+    num_choices: Optional[int] = None  # multiple_choice: default from the training data
+    doc_stride: int = 128  # span_qa: tokens between the starts of a long context's windows
+    max_query_length: int = 64
+    max_answer_length: int = 30
+    version_2: bool = False  # span_qa: SQuAD 2.0, questions may have no answer
 
     def _validate(self):
-        _check(self, "num_classes max_predictions", *_POSITIVE)
+        _check(self, "num_classes max_predictions doc_stride max_query_length max_answer_length", *_POSITIVE)
+        _check(self, "num_choices", *_POSITIVE, optional=True)
         _check(self, "num_labels", *_POSITIVE, optional=True)
         _check(self, "mask_rate", lambda v: 0.0 < v < 1.0, "in (0, 1)")
         names = self.label_names
@@ -254,9 +261,15 @@ class ExperimentConfig(_Config):
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # A masked-LM stage run first into `<output_dir>/pretrain` on this config's text (same data sources),
+    # which then becomes `task.init_checkpoint`: a mapping of the keys that differ, e.g.
+    # `{trainer: {steps: 3000, learning_rate: 1e-3}}`. Checked against ExperimentConfig like the rest.
+    pretrain: Optional[dict[str, Any]] = None
 
     def _validate(self):
         _require(self.output_dir.strip() != "", "output_dir", "must not be empty")
+        if self.pretrain is not None:
+            pretrain_config(self)  # raises ConfigError naming pretrain.<key>
         family = _FAMILY_OF_TASK.get(self.task.name)
         if family is not None:
             _require(self.model.family == family, "model.family",
@@ -265,3 +278,35 @@ class ExperimentConfig(_Config):
         if max_len is not None:
             _require(self.data.sequence_length <= max_len, "data.sequence_length",
                      f"({self.data.sequence_length}) must be <= model.max_sequence_length ({max_len})")
+
+
+def _merge(base, override):
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def pretrain_config(cfg):
+    """The masked-LM stage of a config with a ``pretrain`` section (None without one).
+
+    It reads the same data (the text of the labelled files), trains the tokenizer that the fine-tuning
+    stage then uses, and writes ``<output_dir>/pretrain``; ``pretrain`` overrides any of its keys.
+
+    Example:
+    >>> cfg = ExperimentConfig(output_dir="runs/sst2", task=TaskConfig(name="text_classifier"),
+    ...                        pretrain={"trainer": {"steps": 3000}})
+    >>> stage = pretrain_config(cfg)
+    >>> stage.output_dir, stage.task.name, stage.trainer.steps
+    ('runs/sst2/pretrain', 'masked_lm', 3000)
+    """
+    if cfg.pretrain is None:
+        return None
+    base = to_dict(cfg)
+    base.pop("pretrain")
+    base["output_dir"] = os.path.join(cfg.output_dir, "pretrain")
+    base["task"] = {"name": "masked_lm"}
+    try:
+        return from_dict(ExperimentConfig, _merge(base, cfg.pretrain))
+    except ConfigError as error:
+        raise error.under("pretrain") from None

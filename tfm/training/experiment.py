@@ -3,12 +3,14 @@
 This is what `tfm train CONFIG` runs. Rerunning the same config on the same output_dir resumes.
 """
 
+import dataclasses
 import json
 import os
 
 import tensorflow as tf
 
 from tfm import data as tfm_data
+from tfm.training import task_data
 from tfm.training.config import save_config
 from tfm.training.flops import measure_peak_flops, training_flops_per_token
 from tfm.training.strategy import create_strategy, is_chief
@@ -17,27 +19,9 @@ from tfm.training.trainer import Trainer
 TOKENIZER_DIR = "tokenizer"
 
 
-def _corpus_texts(paths, cfg):
-    """Documents of the data files as a ReadResult of tf.string (text, jsonl, or a TSV/CSV text column)."""
-    d = cfg.data
-    if d.format in ("text", "jsonl"):
-        return tfm_data.read_text_corpus(paths, format="jsonl" if d.format == "jsonl" else "lines", text_field=d.text_column)
-    if d.format in ("tsv", "csv"):
-        results = [
-            tfm_data.read_classification(p, text_column=d.text_column if d.text_column != "text" else None,
-                                         label_column=d.label_column, format=d.format, header=d.header)
-            for p in paths
-        ]
-        dataset = results[0].dataset
-        for r in results[1:]:
-            dataset = dataset.concatenate(r.dataset)
-        return tfm_data.ReadResult(dataset.map(lambda e: e["text"]), sum(r.num_examples for r in results),
-                                   {k: sum(r.skipped.get(k, 0) for r in results) for r in results for k in r.skipped})
-    raise ValueError(f"data.format={d.format!r} is not a pretraining corpus format; use text, jsonl, tsv or csv")
-
-
 def prepare_tokenizer(cfg, chief=True):
-    """Loads the run dir's tokenizer, or `data.tokenizer.path`, or trains one on `data.train` and saves it.
+    """The run's tokenizer: the run dir's, or `data.tokenizer.path`, or `task.init_checkpoint`'s, or one
+    trained on the text of `data.train`; saved into the run dir.
 
     Args:
         cfg: ExperimentConfig.
@@ -45,14 +29,12 @@ def prepare_tokenizer(cfg, chief=True):
     """
     run_tokenizer = os.path.join(cfg.output_dir, TOKENIZER_DIR)
     t = cfg.data.tokenizer
-    for directory in (run_tokenizer, t.path):
-        if directory and os.path.isdir(directory):
-            tokenizer = tfm_data.load_tokenizer(directory)
-            break
-    else:
-        if t.path:
-            raise FileNotFoundError(f"data.tokenizer.path={t.path!r} does not exist")
-        texts = _corpus_texts(cfg.data.train, cfg)
+    if t.path and not os.path.isdir(t.path):
+        raise FileNotFoundError(f"data.tokenizer.path={t.path!r} does not exist")
+    directory = next((d for d in (run_tokenizer, t.path) if d and os.path.isdir(d)), None)
+    tokenizer = tfm_data.load_tokenizer(directory) if directory else _init_tokenizer(cfg)
+    if tokenizer is None:
+        texts = task_data.corpus_texts(cfg, cfg.data.train)
         if t.type == "wordpiece":
             tokenizer = tfm_data.WordPieceTokenizer.train(texts.dataset, t.vocab_size, lowercase=t.lowercase)
         elif t.type == "sentencepiece":
@@ -62,6 +44,39 @@ def prepare_tokenizer(cfg, chief=True):
     if chief and not os.path.isdir(run_tokenizer):
         tokenizer.save(run_tokenizer)
     return tokenizer
+
+
+def _init_source(cfg):
+    """`(kind, path)` of `task.init_checkpoint`: ("run", run dir), ("keras_hub", preset dir) or (None, None)."""
+    src = cfg.task.init_checkpoint
+    if not src:
+        return None, None
+    if os.path.isfile(os.path.join(src, "config.yaml")):
+        return "run", src
+    if os.path.isfile(os.path.join(src, "config.json")):
+        return "keras_hub", src
+    if os.path.basename(os.path.dirname(os.path.normpath(src))) == "checkpoints":  # run/checkpoints/ckpt-N
+        return "run", os.path.dirname(os.path.dirname(os.path.normpath(src)))
+    raise FileNotFoundError(f"task.init_checkpoint={src!r} is not a tfm run dir (with config.yaml), a checkpoint "
+                            f"in one (RUN/checkpoints/ckpt-N) or a KerasHub preset dir (with config.json)")
+
+
+def _init_tokenizer(cfg):
+    """The tokenizer that comes with `task.init_checkpoint`, or None."""
+    kind, path = _init_source(cfg)
+    if kind == "run":
+        return tfm_data.load_tokenizer(os.path.join(path, TOKENIZER_DIR))
+    if kind == "keras_hub":
+        vocab = os.path.join(path, "assets", "tokenizer", "vocabulary.txt")
+        if not os.path.isfile(vocab):
+            raise FileNotFoundError(f"task.init_checkpoint={path!r}: no assets/tokenizer/vocabulary.txt")
+        lowercase = True
+        config_file = os.path.join(path, "tokenizer.json")
+        if os.path.isfile(config_file):
+            with open(config_file) as f:
+                lowercase = json.load(f).get("config", {}).get("lowercase", True)
+        return tfm_data.WordPieceTokenizer(vocab, lowercase=lowercase)
+    return None
 
 
 def build_backbone(cfg, vocabulary_size):
@@ -77,32 +92,86 @@ def build_backbone(cfg, vocabulary_size):
     return cls.from_preset(preset, **overrides)
 
 
-def build_task(cfg, tokenizer):
-    """The task model of `task.name` on a fresh backbone."""
-    from tfm.tasks import CausalLM, MaskedLM
+def _initial_backbone(cfg, tokenizer):
+    """A fresh backbone, or the trained one of `task.init_checkpoint` (its own architecture)."""
+    kind, path = _init_source(cfg)
+    if kind is None:
+        return build_backbone(cfg, tokenizer.vocabulary_size)
+    if kind == "keras_hub":
+        from tfm.models import BertBackbone
 
-    backbone = build_backbone(cfg, tokenizer.vocabulary_size)
-    if cfg.task.name == "masked_lm":
-        return MaskedLM(backbone)
-    if cfg.task.name == "causal_lm":
-        return CausalLM(backbone)
-    raise ValueError(f"task.name={cfg.task.name!r} is not available in this trainer yet")
+        backbone = BertBackbone.from_preset(path)
+    else:
+        run = load_run(path, checkpoint=cfg.task.init_checkpoint if path != cfg.task.init_checkpoint else None)
+        backbone = run.task.backbone
+    if backbone.vocabulary_size != tokenizer.vocabulary_size:
+        raise ValueError(f"task.init_checkpoint={cfg.task.init_checkpoint!r} has a vocabulary of "
+                         f"{backbone.vocabulary_size} tokens but the tokenizer has {tokenizer.vocabulary_size}; "
+                         f"leave data.tokenizer.path unset to use the checkpoint's tokenizer")
+    return backbone
 
 
-def _shard(dataset, ctx):
-    if ctx is not None and ctx.num_input_pipelines > 1:
-        return dataset.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-    return dataset
+def build_task(cfg, tokenizer, label_names=None, num_choices=None, initialize=True):
+    """The task model of `task.name`: a new head on a fresh or `init_checkpoint` backbone.
+
+    Args:
+        cfg: ExperimentConfig. tokenizer: the run's Tokenizer.
+        label_names: list of str, the classes / tags (classifiers).
+        num_choices: int (multiple choice), when not in the config.
+        initialize: bool, load `task.init_checkpoint` (False when a run's own checkpoint follows).
+    """
+    from tfm import tasks
+
+    t = cfg.task
+    backbone = _initial_backbone(cfg, tokenizer) if initialize else build_backbone(cfg, tokenizer.vocabulary_size)
+    if t.name == "masked_lm":
+        return tasks.MaskedLM(backbone, next_sentence=True) if t.next_sentence else tasks.MaskedLM(backbone)
+    if t.name == "causal_lm":
+        return tasks.CausalLM(backbone)
+    if t.name == "text_classifier":
+        return tasks.TextClassifier(backbone, len(label_names) if label_names else t.num_classes)
+    if t.name == "token_classifier":
+        return tasks.TokenClassifier(backbone, len(label_names) if label_names else t.num_labels)
+    if t.name == "span_qa":
+        return tasks.SpanQA(backbone)
+    return tasks.MultipleChoice(backbone, t.num_choices or num_choices)
 
 
-def dataset_fns(cfg, tokenizer):
+def _label_names(cfg, train_data):
+    """The class / tag names, in label-id order: `task.label_names`, else those found in the training data."""
+    if cfg.task.name not in ("text_classifier", "token_classifier"):
+        return None
+    if cfg.task.label_names:
+        return list(cfg.task.label_names)
+    return list(train_data.result.labels.names)
+
+
+def _num_choices(cfg, train_data):
+    if cfg.task.name != "multiple_choice":
+        return None
+    if cfg.task.num_choices:
+        return cfg.task.num_choices
+    return int(next(iter(train_data.result.dataset))["choices"].shape[0])
+
+
+def dataset_fns(cfg, tokenizer, train_data=None, eval_data=None):
     """`(train_fn, eval_fn)` for the Trainer: `(per_replica_batch, input_context) -> dataset`."""
     seq, task, seed = cfg.data.sequence_length, cfg.task, cfg.trainer.seed
-    train_texts = _corpus_texts(cfg.data.train, cfg)
-    eval_texts = _corpus_texts(cfg.data.eval, cfg) if cfg.data.eval else None
+    if task.name not in ("masked_lm", "causal_lm"):
+        train_fn = lambda batch, ctx: task_data.labelled_dataset(cfg, tokenizer, train_data, batch, True, ctx)  # noqa
+        eval_fn = None
+        if eval_data is not None:
+            limited = eval_data
+            if cfg.data.max_eval_examples and eval_data.result is not None:
+                limited = task_data.TaskData(result=tfm_data.ReadResult(
+                    eval_data.result.dataset.take(cfg.data.max_eval_examples), cfg.data.max_eval_examples, {}))
+            eval_fn = lambda batch, ctx: task_data.labelled_dataset(cfg, tokenizer, limited, batch, False, ctx)  # noqa
+        return train_fn, eval_fn
+    train_texts = task_data.corpus_texts(cfg, cfg.data.train)
+    eval_texts = task_data.corpus_texts(cfg, cfg.data.eval) if cfg.data.eval else None
 
     def make(texts, batch, ctx, training):
-        texts = _shard(texts.dataset, ctx)
+        texts = task_data.shard(texts.dataset, ctx)
         if training:
             texts = texts.repeat()  # every epoch draws new masks: dynamic masking
         elif cfg.data.max_eval_examples:
@@ -110,19 +179,19 @@ def dataset_fns(cfg, tokenizer):
         if task.name == "masked_lm":
             return tfm_data.mlm_dataset(texts, tokenizer, seq, batch, max_predictions=task.max_predictions,
                                         mask_rate=task.mask_rate, whole_word=task.whole_word_masking,
-                                        shuffle=training, seed=seed, drop_remainder=training)
+                                        next_sentence=task.next_sentence, shuffle=training, seed=seed,
+                                        drop_remainder=training)
         return tfm_data.clm_dataset(texts, tokenizer, seq, batch, shuffle=training, seed=seed, drop_remainder=training)
 
     train_fn = lambda batch, ctx: make(train_texts, batch, ctx, True)  # noqa: E731
     eval_fn = (lambda batch, ctx: make(eval_texts, batch, ctx, False)) if eval_texts else None  # noqa: E731
     return train_fn, eval_fn
 
-
 def _sample_fn(cfg, tokenizer):
     """Greedy continuations of a few eval-text prompts, for the TensorBoard text plugin (causal LM)."""
     if cfg.task.name != "causal_lm" or not cfg.trainer.num_samples or not cfg.data.eval:
         return None
-    prompts = [t.numpy() for t in _corpus_texts(cfg.data.eval, cfg).dataset.take(cfg.trainer.num_samples)]
+    prompts = [t.numpy() for t in task_data.corpus_texts(cfg, cfg.data.eval).dataset.take(cfg.trainer.num_samples)]
 
     def sample(model):
         import numpy as np
@@ -140,27 +209,55 @@ def _sample_fn(cfg, tokenizer):
     return sample
 
 
+LABELS_FILENAME = "labels.json"
+
+
 def run_experiment(cfg, strategy=None, verbose=True):
-    """Trains `cfg` in `cfg.output_dir` (resuming if it holds checkpoints); returns the final metrics."""
+    """Trains `cfg` in `cfg.output_dir` (resuming if it holds checkpoints); returns `(metrics, trainer)`.
+
+    With a `pretrain` section the masked-LM stage runs first (or resumes, or is skipped when finished)
+    in `<output_dir>/pretrain`, and the task starts from it.
+    """
+    from tfm.training.config import pretrain_config
+
     strategy = strategy or create_strategy(cfg.trainer.strategy)
+    stage = pretrain_config(cfg)
+    if stage is not None:
+        if verbose:
+            print(f"pretrain stage: masked LM in {stage.output_dir}")
+        run_experiment(stage, strategy, verbose)
+        cfg = dataclasses.replace(cfg, pretrain=None, task=dataclasses.replace(cfg.task, init_checkpoint=stage.output_dir))
     chief = is_chief(strategy)
     os.makedirs(cfg.output_dir, exist_ok=True)
     if chief:
         save_config(cfg, cfg.output_dir)
     tokenizer = prepare_tokenizer(cfg, chief)
-    train_fn, eval_fn = dataset_fns(cfg, tokenizer)
+    train_data = eval_data = labels = None
+    if cfg.task.name not in ("masked_lm", "causal_lm"):
+        train_data = task_data.read_split(cfg, cfg.data.train, "train", labels=_vocabulary(cfg.task.label_names))
+        labels = _label_names(cfg, train_data)
+        if cfg.data.eval:
+            eval_data = task_data.read_split(cfg, cfg.data.eval, "eval", labels=_vocabulary(labels))
+        if chief:
+            with open(os.path.join(cfg.output_dir, LABELS_FILENAME), "w", encoding="utf-8") as f:
+                json.dump({"label_names": labels, "num_choices": _num_choices(cfg, train_data)}, f, ensure_ascii=False)
+    num_choices = _num_choices(cfg, train_data)
+    train_fn, eval_fn = dataset_fns(cfg, tokenizer, train_data, eval_data)
     peak = cfg.trainer.peak_flops
     if peak is None:
         peak = measure_peak_flops(1024)
         cfg.trainer.peak_flops = peak
-    holder = {}
+    report_fn = None
+    if eval_data is not None:
+        from tfm.training.evaluation import task_report
 
-    def model_fn():
-        holder["model"] = build_task(cfg, tokenizer)
-        return holder["model"]
-
-    trainer = Trainer(cfg.trainer, cfg.output_dir, model_fn, train_fn, eval_fn, strategy=strategy,
-                      sample_fn=_sample_fn(cfg, tokenizer), hparams=_flat_hparams(cfg), verbose=verbose)
+        report_data = eval_data
+        if cfg.data.max_eval_examples and eval_data.examples is not None:
+            report_data = task_data.TaskData(examples=eval_data.examples[: cfg.data.max_eval_examples])
+        report_fn = lambda model: task_report(model, cfg, tokenizer, report_data, labels)[0]  # noqa: E731
+    trainer = Trainer(cfg.trainer, cfg.output_dir, lambda: build_task(cfg, tokenizer, labels, num_choices),
+                      train_fn, eval_fn, strategy=strategy, sample_fn=_sample_fn(cfg, tokenizer),
+                      report_fn=report_fn, hparams=_flat_hparams(cfg), verbose=verbose)
     predicted = cfg.task.max_predictions / cfg.data.sequence_length if cfg.task.name == "masked_lm" else 1.0
     trainer.flops_per_token = training_flops_per_token(trainer.model.backbone, cfg.data.sequence_length, predicted)
     metrics = trainer.train()
@@ -170,6 +267,58 @@ def run_experiment(cfg, strategy=None, verbose=True):
                        "restored_from": trainer.restored_from}, f, indent=2)
     return metrics, trainer
 
+
+def _vocabulary(names):
+    return tfm_data.LabelVocabulary(names) if names else None
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained run dir, loaded: `task` (restored), `tokenizer`, `config`, `label_names`, `checkpoint`."""
+
+    task: object
+    tokenizer: object
+    config: object
+    label_names: list
+    checkpoint: str
+
+
+def load_run(run_dir, checkpoint=None):
+    """Rebuilds a run dir's task model and restores its latest checkpoint (or `checkpoint`).
+
+    Args:
+        run_dir: str, a `tfm train` output dir (config.yaml, tokenizer/, checkpoints/).
+        checkpoint: optional checkpoint path inside it.
+
+    Returns:
+        Run.
+    """
+    from tfm.training.config import load_config
+
+    cfg = load_config(run_dir)
+    tokenizer = tfm_data.load_tokenizer(os.path.join(run_dir, TOKENIZER_DIR))
+    meta = {}
+    if os.path.isfile(os.path.join(run_dir, LABELS_FILENAME)):
+        with open(os.path.join(run_dir, LABELS_FILENAME), encoding="utf-8") as f:
+            meta = json.load(f)
+    checkpoint = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint in {os.path.join(run_dir, 'checkpoints')}")
+    task = build_task(cfg, tokenizer, meta.get("label_names"), meta.get("num_choices"), initialize=False)
+    tf.train.Checkpoint(model=task).restore(checkpoint).expect_partial().assert_existing_objects_matched()
+    return Run(task, tokenizer, cfg, meta.get("label_names"), checkpoint)
+
+
+def lm_eval_metrics(run, sources):
+    """Token-weighted loss / accuracy (/ perplexity) of a pretraining run on text `sources`."""
+    cfg = dataclasses.replace(run.config, data=dataclasses.replace(run.config.data, eval=list(sources)))
+    _, eval_fn = dataset_fns(cfg, run.tokenizer)
+    totals = {}
+    for batch in eval_fn(cfg.trainer.batch_size, None):
+        x, y, w = (tuple(batch) + (None,))[:3]
+        for key, value in run.task.metric_sums(y, run.task(x, training=False), w).items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+    return run.task.metrics_from_sums(totals)
 
 def _flat_hparams(cfg):
     from tfm.training.config import to_dict

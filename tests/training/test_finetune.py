@@ -1,0 +1,207 @@
+"""`tfm train` for the fine-tuning tasks: pretrain stage, init_checkpoint, evaluation report, errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.data_paths import shared_data
+from tfm import metrics as tfm_metrics
+from tfm.training.config import ConfigError, from_dict, ExperimentConfig, TaskConfig
+from tfm.training.evaluation import evaluate_run, task_report
+from tfm.training.experiment import build_task, load_run, prepare_tokenizer, run_experiment
+from tfm.training import task_data
+
+TINY_MODEL = {"family": "bert", "preset": "bert_tiny", "num_layers": 1, "hidden_dim": 32, "num_heads": 2,
+              "intermediate_dim": 64, "dropout": 0.0}
+
+
+def _config(tmp_path, task, train, eval_, data=None, trainer=None, pretrain=None, model=None):
+    cfg = {
+        "output_dir": str(tmp_path / "run"),
+        "task": task if isinstance(task, dict) else {"name": task},
+        "model": {**TINY_MODEL, **(model or {})},
+        "data": {"train": [str(p) for p in train], "eval": [str(p) for p in eval_], "sequence_length": 32,
+                 "tokenizer": {"vocab_size": 1000}, **(data or {})},
+        "trainer": {"steps": 40, "batch_size": 16, "learning_rate": 1e-3, "log_every": 20, "eval_every": 20,
+                    "checkpoint_every": 20, "peak_flops": 1e11, **(trainer or {})},
+    }
+    if pretrain is not None:
+        cfg["pretrain"] = pretrain
+    return from_dict(ExperimentConfig, cfg)
+
+
+def _sst2_slice(tmp_path, n_train=3000, n_dev=300):
+    train, dev = shared_data("sst2", "train.tsv"), shared_data("sst2", "dev.tsv")
+    paths = []
+    for source, n, name in ((train, n_train, "train.tsv"), (dev, n_dev, "dev.tsv")):
+        with open(source, encoding="utf-8") as f:
+            lines = [next(f) for _ in range(n + 1)]
+        (tmp_path / name).write_text("".join(lines), encoding="utf-8")
+        paths.append(tmp_path / name)
+    return paths
+
+
+@pytest.mark.slow
+def test_text_classifier_pretrain_then_finetune_learns_and_evaluate_reproduces(tmp_path, capsys):
+    train, dev = _sst2_slice(tmp_path)
+    cfg = _config(tmp_path, "text_classifier", [train], [dev], data={"format": "tsv"},
+                  trainer={"steps": 300, "eval_every": 300, "checkpoint_every": 300, "batch_size": 32},
+                  pretrain={"trainer": {"steps": 20, "eval_every": 20, "checkpoint_every": 20}})
+    metrics, trainer = run_experiment(cfg, verbose=False)
+    run_dir = cfg.output_dir
+    # The pretraining stage ran into run/pretrain, and the classifier started from its backbone and tokenizer.
+    pre = load_run(os.path.join(run_dir, "pretrain"))
+    assert pre.config.task.name == "masked_lm" and pre.checkpoint.endswith("ckpt-20")
+    assert json.load(open(os.path.join(run_dir, "labels.json")))["label_names"] == ["0", "1"]
+    assert open(os.path.join(run_dir, "tokenizer", "vocab.txt")).read() == open(
+        os.path.join(run_dir, "pretrain", "tokenizer", "vocab.txt")).read()
+    # Learns: well above chance (dev is ~51% positive) on held-aside dev sentences.
+    assert metrics["accuracy"] > 0.62, metrics
+    # `tfm evaluate` reloads the checkpoint and reproduces the final in-training scores exactly.
+    from tfm.cli import main
+
+    assert main(["evaluate", run_dir, "--split", "dev"]) == 0
+    printed = capsys.readouterr().out
+    report = json.load(open(os.path.join(run_dir, "eval_report_dev.json")))
+    assert report["num_examples"] == 300 and report["checkpoint"].endswith("ckpt-300")
+    for key in ("accuracy", "macro_f1", "matthews_corrcoef", "f1"):
+        assert report[key] == pytest.approx(metrics[key], abs=1e-6), key
+    assert f"{report['accuracy']:.4f}" in printed and "weighted avg" in printed
+    # ... and the report is what tfm.metrics gives on the model's own predictions.
+    run = load_run(run_dir)
+    data = task_data.read_split(cfg, cfg.data.eval, "eval")
+    x_y = list(task_data.labelled_dataset(cfg, run.tokenizer, data, 64, False))
+    y_true = np.concatenate([y.numpy() for _, y in x_y])
+    y_pred = np.concatenate([np.argmax(run.task(x).numpy(), -1) for x, _ in x_y])
+    assert report["accuracy"] == pytest.approx(tfm_metrics.accuracy(y_true, y_pred))
+    assert report["matthews_corrcoef"] == pytest.approx(tfm_metrics.matthews_corrcoef(y_true, y_pred))
+    # Running the same command again resumes both stages: nothing is retrained.
+    again, trainer2 = run_experiment(cfg, verbose=False)
+    assert trainer2.restored_from.endswith("ckpt-300") and again == {}
+
+
+def test_init_checkpoint_takes_the_pretrained_backbone_and_tokenizer(tmp_path):
+    train, dev = _sst2_slice(tmp_path, 200, 20)
+    pre_cfg = _config(tmp_path, "masked_lm", [train], [dev], data={"format": "tsv"},
+                      trainer={"steps": 3, "eval_every": 3, "checkpoint_every": 3})
+    run_experiment(pre_cfg, verbose=False)
+    cfg = _config(tmp_path / "ft", {"name": "text_classifier", "init_checkpoint": pre_cfg.output_dir}, [train], [dev],
+                  data={"format": "tsv", "tokenizer": {"vocab_size": 50}})  # ignored: the checkpoint's tokenizer wins
+    tokenizer = prepare_tokenizer(cfg)
+    assert tokenizer.vocabulary == load_run(pre_cfg.output_dir).tokenizer.vocabulary
+    model = build_task(cfg, tokenizer, ["0", "1"])
+    pretrained = load_run(pre_cfg.output_dir).task.backbone
+    assert len(model.backbone.weights) == len(pretrained.weights) == 19
+    for ours, theirs in zip(model.backbone.weights, pretrained.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    # A checkpoint path inside the run dir works too; a missing path names the key.
+    ckpt = os.path.join(pre_cfg.output_dir, "checkpoints", "ckpt-3")
+    cfg2 = _config(tmp_path / "ft2", {"name": "text_classifier", "init_checkpoint": ckpt}, [train], [dev],
+                   data={"format": "tsv"})
+    assert build_task(cfg2, tokenizer, ["0", "1"]).backbone.count_params() == pretrained.count_params()
+    cfg3 = _config(tmp_path / "ft3", {"name": "text_classifier", "init_checkpoint": str(tmp_path / "nope")},
+                   [train], [dev], data={"format": "tsv"})
+    with pytest.raises(FileNotFoundError, match="task.init_checkpoint=.*nope"):
+        prepare_tokenizer(cfg3)
+
+
+def test_init_checkpoint_from_a_keras_hub_preset_dir(tmp_path):
+    import keras_hub
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "was", "good", "bad", "##s"]
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=len(vocab), num_layers=1, num_heads=2, hidden_dim=16,
+                                             intermediate_dim=32, max_sequence_length=32)
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True)
+    preset = str(tmp_path / "preset")
+    backbone.save_to_preset(preset)
+    tokenizer.save_to_preset(preset)
+    train, dev = tmp_path / "t.tsv", tmp_path / "d.tsv"
+    train.write_text("label\tsentence\n1\tthe movie was good\n0\tthe movie was bad\n")
+    dev.write_text("label\tsentence\n1\tgood movies\n")
+    cfg = _config(tmp_path, {"name": "text_classifier", "init_checkpoint": preset}, [train], [dev],
+                  data={"format": "tsv", "sequence_length": 8}, trainer={"steps": 2, "batch_size": 2})
+    tok = prepare_tokenizer(cfg)
+    assert tok.vocabulary == vocab
+    assert tok.tokenize(tf.constant(["The movies"])).to_list() == [[5, 6, 10]]
+    model = build_task(cfg, tok, ["0", "1"])
+    ids = np.array([[2, 5, 6, 7, 8, 3, 0, 0]], "int32")
+    x = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": (ids > 0).astype("int32")}
+    ours = model.backbone(x)["sequence_output"].numpy()
+    theirs = backbone(x)["sequence_output"].numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+QA = [
+    ("Alice founded Acme in Paris in 1990.", [("Who founded Acme?", "Alice"), ("Where was Acme founded?", "Paris"),
+                                               ("When was Acme founded?", "1990")]),
+    ("Bob plays the violin every Sunday in Berlin.", [("What does Bob play?", "the violin"),
+                                                      ("Where does Bob play?", "Berlin")]),
+]
+
+
+def _squad_file(path):
+    paragraphs = [{"context": c, "qas": [{"id": f"q{i}-{j}", "question": q,
+                                          "answers": [{"text": a, "answer_start": c.index(a)}]}
+                                         for j, (q, a) in enumerate(qas)]} for i, (c, qas) in enumerate(QA)]
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}))
+    return path
+
+
+@pytest.mark.slow
+def test_span_qa_through_tfm_train_answers_its_questions(tmp_path):
+    squad = _squad_file(tmp_path / "qa.json")
+    cfg = _config(tmp_path, {"name": "span_qa", "doc_stride": 8, "max_query_length": 8}, [squad], [squad],
+                  data={"format": "squad", "sequence_length": 24, "tokenizer": {"vocab_size": 200}},
+                  model={"num_layers": 2},
+                  trainer={"steps": 250, "batch_size": 5, "learning_rate": 3e-3, "eval_every": 250,
+                           "checkpoint_every": 250, "weight_decay": 0.0})
+    metrics, _ = run_experiment(cfg, verbose=False)
+    assert metrics["exact_match"] == 100.0 and metrics["f1"] == 100.0, metrics
+    report = evaluate_run(cfg.output_dir)
+    assert report["predictions"] == {f"q{i}-{j}": a for i, (_, qas) in enumerate(QA) for j, (_, a) in enumerate(qas)}
+
+
+def test_token_classifier_report_matches_tfm_metrics(tmp_path):
+    train = tmp_path / "train.txt"
+    train.write_text("EU B-ORG\nrejects O\nGerman B-MISC\ncall O\n\nPeter B-PER\nBlackburn I-PER\n\n")
+    cfg = _config(tmp_path, "token_classifier", [train], [train], data={"format": "conll", "sequence_length": 32})
+    tokenizer = prepare_tokenizer(cfg)
+    data = task_data.read_split(cfg, cfg.data.train, "train")
+    names = list(data.result.labels.names)
+    assert names == ["O", "B-MISC", "B-ORG", "B-PER", "I-PER"]
+    model = build_task(cfg, tokenizer, names)
+    scalars, report = task_report(model, cfg, tokenizer, data, names)
+    batches = list(task_data.labelled_dataset(cfg, tokenizer, data, 16, False))
+    logits = np.concatenate([model(x).numpy() for x, _, _ in batches])
+    labels = np.concatenate([y.numpy() for _, y, _ in batches])
+    from tfm.tasks import decode_tags
+
+    true, pred = decode_tags(logits, labels, names)
+    assert true == [["B-ORG", "O", "B-MISC", "O"], ["B-PER", "I-PER"]]
+    expected = tfm_metrics.entity_scores(true, pred)["micro avg"]
+    assert scalars["entity_f1"] == expected["f1"] and report["entities"]["micro avg"]["support"] == 3
+    assert report["text"] == tfm_metrics.entity_classification_report(true, pred)
+
+
+def test_bad_task_data_is_named(tmp_path):
+    train = tmp_path / "train.txt"
+    train.write_text("EU B-ORG\n\n")
+    with pytest.raises(ValueError, match="data.format='text' cannot feed task.name='token_classifier'"):
+        task_data.read_split(_config(tmp_path, "token_classifier", [train], []), [str(train)], "train")
+    with pytest.raises(ValueError, match="data.eval is empty"):
+        task_data.read_split(_config(tmp_path, "token_classifier", [train], [], data={"format": "conll"}), [], "eval")
+    bad = tmp_path / "dev.txt"
+    bad.write_text("EU B-XYZ\n\n")
+    cfg = _config(tmp_path, "token_classifier", [train], [bad], data={"format": "conll"})
+    with pytest.raises(ValueError, match=f"{bad}:1"):
+        run_experiment(cfg, verbose=False)  # a tag outside the training label set
+
+
+def test_pretrain_section_is_checked_and_derived():
+    with pytest.raises(ConfigError, match="pretrain.trainer.stepz is not a valid key"):
+        ExperimentConfig(task=TaskConfig(name="text_classifier"), pretrain={"trainer": {"stepz": 3}})
+    with pytest.raises(ConfigError, match="pretrain.model.family must be 'bert'"):
+        ExperimentConfig(task=TaskConfig(name="text_classifier"), pretrain={"model": {"family": "gpt"}})

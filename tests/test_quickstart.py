@@ -3,6 +3,8 @@
 import io
 import tarfile
 
+import numpy as np
+
 import pytest
 
 from tfm.quickstart import CORPUS_FILES, EVAL_SENTENCES, INNER_ARCHIVE, sentences_from_sdist, write_corpus
@@ -46,3 +48,17 @@ def test_sentences_and_held_out_split(tmp_path):
 def test_malformed_line_names_file_and_line(tmp_path):
     with pytest.raises(ValueError, match=r"tweets_GroundTruth.txt:2: expected 'id<TAB>rating<TAB>text'"):
         sentences_from_sdist(_sdist(tmp_path, bad_line="just text"))
+
+
+def test_unigram_baseline_by_hand(tmp_path):
+    from tfm.data import WordPieceTokenizer
+    from tfm.quickstart import unigram_baseline
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]
+    tokenizer = WordPieceTokenizer(vocab)
+    (tmp_path / "train.txt").write_text("a a a b\n\na\n")
+    (tmp_path / "eval.txt").write_text("a b\n")
+    # Counts + 1: a 5, b 2, the 5 specials 1 each -> total 12; eval tokens a, b.
+    result = unigram_baseline(tokenizer, tmp_path / "train.txt", tmp_path / "eval.txt")
+    assert result["loss"] == pytest.approx(-(np.log(5 / 12) + np.log(2 / 12)) / 2)
+    assert result["accuracy"] == 0.5

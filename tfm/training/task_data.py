@@ -81,9 +81,9 @@ def read_split(cfg, sources, split, labels=None):
         elif task == "token_classifier":
             results.append(tfm_data.read_conll(source, labels=labels))
         elif task == "span_qa":
-            examples.extend(tfm_data.read_squad(source))
+            examples.extend(tfm_data.read_squad(source)[0])
         elif task == "multiple_choice":
-            results.append(tfm_data.read_multiple_choice(source))
+            results.append(tfm_data.read_multiple_choice(source, label_field=d.label_column))
         else:
             raise ValueError(f"task.name={task!r} reads a text corpus, not labelled data")
         if labels is None and results and results[-1].labels is not None:

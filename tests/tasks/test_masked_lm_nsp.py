@@ -156,3 +156,32 @@ def test_fit_on_real_text_learns_next_sentence():
     keras_metrics = model.evaluate(x, y, sample_weight=sw, batch_size=32, return_dict=True, verbose=0)
     assert keras_metrics["next_sentence_label_accuracy"] == pytest.approx(metrics["next_sentence_accuracy"], abs=1e-6)
     assert keras_metrics["mask_ids_accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_trainer_steps_and_evaluates_with_the_nsp_head(tmp_path):
+    # The custom loop's XLA step takes the dict labels/weights of mlm_dataset(next_sentence=True): its first
+    # loss is loss_sums' ratio on the first batch, and evaluate() reports both heads from metric_sums.
+    from tfm.training.config import TrainerConfig
+    from tfm.training.trainer import Trainer
+
+    texts = [f"{w} {w} word {i}" for i, w in enumerate(["the", "cat", "sat", "mat"] * 8)]
+    tokenizer = WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "mat", "word"]
+                                   + [str(i) for i in range(10)] + [f"##{i}" for i in range(10)])
+    data = lambda batch, ctx: mlm_dataset(texts, tokenizer, 16, batch, max_predictions=3,  # noqa: E731
+                                          next_sentence=True, seed=3, drop_remainder=True)
+    cfg = TrainerConfig(steps=2, batch_size=8, learning_rate=1e-3, log_every=1, eval_every=100, checkpoint_every=100,
+                        peak_flops=1e11, strategy="default")
+    backbone_kwargs = dict(vocabulary_size=tokenizer.vocabulary_size, num_layers=1, num_heads=2, hidden_dim=8,
+                           intermediate_dim=16, max_sequence_length=16, dropout=0.0)
+    trainer = Trainer(cfg, str(tmp_path), lambda: MaskedLM(BertBackbone(**backbone_kwargs), next_sentence=True),
+                      lambda b, c: data(b, c).repeat(), lambda b, c: data(b, c).take(2), verbose=False)
+    x, y, sw = next(iter(data(8, None)))
+    loss, weight = trainer.model.loss_sums(y, trainer.model(x), sw)
+    step_loss, grad_norm, _ = trainer._train_step(trainer._iterator)
+    np.testing.assert_allclose(float(step_loss), float(loss) / float(weight), rtol=1e-5)
+    assert float(grad_norm) > 0
+    metrics = trainer.evaluate()
+    assert metrics.keys() == {"loss", "accuracy", "next_sentence_accuracy", "mlm_loss", "next_sentence_loss"}
+    assert metrics["loss"] == pytest.approx(metrics["mlm_loss"] + metrics["next_sentence_loss"])
+    assert 0.5 < metrics["next_sentence_loss"] < 1.0  # ~ln 2: a fresh head on balanced pairs

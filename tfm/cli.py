@@ -6,7 +6,7 @@ import sys
 
 # Subcommands that live beside their feature: each module defines `add_commands(subparsers)`, and each
 # parser it adds sets `func` (called with the parsed args; returns an exit code or None).
-COMMAND_MODULES = ("tfm.training.evaluation", "tfm.benchmark")
+COMMAND_MODULES = ("tfm.training.evaluation", "tfm.benchmark", "tfm.export.commands")
 
 
 def _train(args):

@@ -1,0 +1,172 @@
+"""SavedModels that take raw text: a fresh process with only tensorflow + tensorflow_text answers as the
+live models do (see conftest.py for the exports and requests)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfm
+from tests.export import builders, conftest, references
+from tfm.export import export_saved_model, latest_version_dir, read_metadata
+
+L = builders.SEQUENCE_LENGTH
+
+
+def _texts(values):
+    return [v.decode("utf-8") for v in np.asarray(values).reshape(-1)]
+
+
+def _ok(result):
+    assert "error" not in result, result.get("error")
+    return result
+
+
+def test_standalone_process_imports_neither_tfm_nor_keras_hub(served):
+    assert served.forbidden_modules == []
+    layout = served.dirs["classifier"]
+    assert layout.name == "1" and (layout / "saved_model.pb").exists() and (layout / "variables").is_dir()
+    # The tokenizer's files and the export description travel inside the export.
+    assets = sorted(p.name for p in (layout / "assets").iterdir())
+    assert {"vocab.txt", "tokenizer.json", "id_to_token.txt", "tfm_export.json"} <= set(assets)
+
+
+def test_text_classifier_matches_live_model(served):
+    task, tokenizer, _ = served.models["classifier"]
+    out = _ok(served.answer("classifier"))
+    expected = references.classify(task, tokenizer, conftest.TEXTS, L)
+    np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+    np.testing.assert_array_equal(out["label"], expected.argmax(-1))
+    assert _texts(out["label_name"]) == [builders.LABEL_NAMES[i] for i in expected.argmax(-1)]
+    # The embed signature: mean of the final hidden states over real tokens.
+    embedding = _ok(served.answer("classifier", 1))["embedding"]
+    np.testing.assert_allclose(embedding, references.embed(task, tokenizer, conftest.TEXTS, L), atol=1e-5)
+    assert embedding.shape == (len(conftest.TEXTS), 32)
+
+
+def test_text_pair_classifier_matches_live_model(served):
+    task, tokenizer, _ = served.models["pair_classifier"]
+    out = _ok(served.answer("pair_classifier"))
+    expected = references.classify(task, tokenizer, conftest.TEXTS, L, pairs=conftest.TEXTS[::-1])
+    np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+    assert _texts(out["label_name"]) == [str(i) for i in expected.argmax(-1)]  # default names
+
+
+def test_token_classifier_entities_match_live_model_and_slice_the_text(served):
+    task, tokenizer, _ = served.models["tagger"]
+    out = _ok(served.answer("tagger"))
+    expected = references.entities(task, tokenizer, conftest.TEXTS, L, builders.TAGS)
+    assert sum(len(e) for e in expected) >= 10 and any(" " in e[0] for row in expected for e in row)
+    for n, text in enumerate(conftest.TEXTS):
+        count = int(out["num_entities"][n])
+        got = list(zip(_texts(out["entity_text"][n][:count]), _texts(out["entity_type"][n][:count]),
+                       out["entity_start"][n][:count].tolist(), out["entity_end"][n][:count].tolist()))
+        assert got == [e[:4] for e in expected[n]], text
+        np.testing.assert_allclose(out["entity_score"][n][:count], [e[4] for e in expected[n]], atol=1e-5)
+        assert all(text[s:e] == t for t, _, s, e in got)  # character offsets of the input
+        assert (out["entity_start"][n][count:] == -1).all() and (out["entity_type"][n][count:] == b"").all()
+
+
+def test_span_qa_answers_with_doc_stride_match_span_predictions(served):
+    task, tokenizer, options = served.models["qa"]
+    out = _ok(served.answer("qa"))
+    expected, scores, windows = references.answers(task, tokenizer, conftest.QUESTIONS, conftest.CONTEXTS, L,
+                                                   options["doc_stride"], options["max_query_length"])
+    assert windows[3] >= 3 and windows[4] >= 3  # the long contexts are windowed
+    assert _texts(out["answer"]) == expected
+    for n, context in enumerate(conftest.CONTEXTS):
+        start, end = int(out["start"][n]), int(out["end"][n])
+        if expected[n]:
+            assert context[start:end] == expected[n]
+            np.testing.assert_allclose(out["score"][n], scores[n], atol=1e-4)
+        else:
+            assert (start, end) == (-1, -1) and context == ""
+
+
+def test_masked_lm_fill_mask_matches_live_model(served):
+    task, tokenizer, _ = served.models["mlm"]
+    out = _ok(served.answer("mlm"))
+    expected = references.fill_mask(task, tokenizer, conftest.MASKED, L, top_k=3)
+    assert out["num_masks"].tolist() == [1, 2, 0, 0, 1, 1]  # the last text's second mask is truncated away
+    for n, masks in enumerate(expected):
+        for m, candidates in enumerate(masks):
+            assert _texts(out["tokens"][n][m]) == [t for t, _ in candidates]
+            np.testing.assert_allclose(out["scores"][n][m], [p for _, p in candidates], atol=1e-5)
+        assert (out["token_ids"][n][len(masks):] == -1).all()
+
+
+def test_multiple_choice_matches_live_model(served):
+    task, tokenizer, _ = served.models["mc"]
+    out = _ok(served.answer("mc"))
+    expected = references.choose(task, tokenizer, conftest.MC_CONTEXTS, conftest.MC_CHOICES, L)
+    np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+    np.testing.assert_array_equal(out["choice"], expected.argmax(-1))
+
+
+def test_causal_lm_greedy_matches_generate_and_sampling_is_seeded(served):
+    task, tokenizer, options = served.models["clm"]
+    greedy, same_a, same_b, other_seed, top1, top3 = (_ok(a) for a in served.answers["clm"])
+    ids, texts = references.generate(task, tokenizer, conftest.PROMPTS, L - conftest.MAX_NEW, conftest.MAX_NEW)
+    assert [row[:n].tolist() for row, n in zip(greedy["token_ids"], greedy["num_tokens"])] == ids
+    assert greedy["text"].tolist() == tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8").numpy().tolist()
+    assert max(len(i) for i in ids) == conftest.MAX_NEW
+    # Same seed, same text (across calls); another seed, other text; top_k=1 sampling is greedy.
+    np.testing.assert_array_equal(same_a["token_ids"], same_b["token_ids"])
+    assert (same_a["token_ids"] != other_seed["token_ids"]).any()
+    np.testing.assert_array_equal(top1["token_ids"], greedy["token_ids"])
+    assert (top3["token_ids"] != greedy["token_ids"]).any()
+
+
+def test_saved_model_cli_lists_the_signatures(served):
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    expected = {"qa": ({"serving_default", "embed"}, ["question", "context"], ["answer", "score", "start", "end"]),
+                "clm": ({"serving_default"}, ["prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed"],
+                        ["text", "token_ids", "num_tokens"])}
+    for name, (signatures, inputs, outputs) in expected.items():
+        shown = subprocess.run([str(cli), "show", "--dir", str(served.dirs[name]), "--all"], capture_output=True,
+                               text=True, env=env, timeout=300)
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        listed = {line.split("'")[1] for line in shown.stdout.splitlines() if line.startswith("signature_def[")}
+        assert listed == signatures | {"__saved_model_init_op"}
+        for key in inputs:
+            assert f"inputs['{key}']" in shown.stdout
+        for key in outputs:
+            assert f"outputs['{key}']" in shown.stdout
+        assert read_metadata(served.dirs[name])["signatures"].keys() == signatures
+
+
+def test_versions_increase_and_regression_predictions(tmp_path):
+    tokenizer = builders.wordpiece()
+    task = tfm.tasks.TextClassifier(builders.bert(tokenizer), 1, regression=True)
+    first = export_saved_model(task, tokenizer, tmp_path, sequence_length=16)
+    second = export_saved_model(task, tokenizer, tmp_path, sequence_length=16)
+    assert (first.name, second.name) == ("1", "2") and latest_version_dir(tmp_path) == second
+    assert not list(tmp_path.glob(".tmp-*"))
+    with pytest.raises(FileExistsError):
+        export_saved_model(task, tokenizer, tmp_path, sequence_length=16, version=1)
+    metadata = json.loads((second / "assets" / "tfm_export.json").read_text())
+    assert (metadata["task"], metadata["regression"], metadata["sequence_length"]) == ("text_classifier", True, 16)
+    out = tf.saved_model.load(str(second)).signatures["serving_default"](text=tf.constant(conftest.TEXTS))
+    assert set(out) == {"predictions"}
+    expected = task(references.classifier_inputs(tokenizer, conftest.TEXTS, 16)).numpy()
+    np.testing.assert_allclose(out["predictions"], expected, atol=1e-5)
+
+
+def test_export_rejects_what_it_cannot_serve(tmp_path):
+    wordpiece, byte_pair = builders.wordpiece(), builders.byte_pair()
+    tagger = tfm.tasks.TokenClassifier(builders.bert(wordpiece), 3)
+    with pytest.raises(ValueError, match="needs label_names"):
+        export_saved_model(tagger, wordpiece, tmp_path, sequence_length=16)
+    with pytest.raises(ValueError, match="is not 'O' or"):
+        export_saved_model(tagger, wordpiece, tmp_path, sequence_length=16, label_names=["O", "PER", "LOC"])
+    with pytest.raises(ValueError, match="exceeds the backbone"):
+        export_saved_model(tagger, wordpiece, tmp_path, sequence_length=65, label_names=["O", "B-X", "I-X"])
+    with pytest.raises(ValueError, match="no mask token"):
+        export_saved_model(tfm.tasks.MaskedLM(builders.bert(byte_pair)), byte_pair, tmp_path, sequence_length=16)
+    assert not list(tmp_path.iterdir())  # nothing half-written

@@ -1,0 +1,149 @@
+"""TokenClassifier serving: raw text -> entities with types, character offsets and scores, all in-graph.
+
+Words are the tokenizer's words (BERT pre-tokenization: whitespace and punctuation split, CJK characters
+alone); as in training, a word's tag is the prediction at its first piece. Tags are chunked into entities
+with seqeval's default (conlleval) rules, the same as `tfm.metrics.get_entities(tags)`, so BIO and
+IOBES tags both work.
+"""
+
+import tensorflow as tf
+
+from tfm.export.serving import STRINGS, EncoderModule
+from tfm.export.text_ops import byte_to_char_offsets, clean_text
+
+# Tag prefixes as integers; O also stands for "no word" (before the first and after the last word).
+O, B, I, E, S = range(5)
+_PREFIX_CODES = {"O": O, "B": B, "I": I, "E": E, "S": S}
+
+
+def parse_tags(label_names):
+    """Prefix codes, entity type ids and the type names of tags like `B-PER` / `O`.
+
+    Args:
+        label_names: list of str, `O` or `<B|I|E|S>-<TYPE>`.
+
+    Returns:
+        (prefixes, type_ids, type_names): lists; `O` has type id -1.
+    """
+    prefixes, type_ids, type_names = [], [], []
+    for name in label_names:
+        if name == "O":
+            prefixes.append(O)
+            type_ids.append(-1)
+            continue
+        prefix, _, type_name = name.partition("-")
+        if prefix not in "BIES" or len(prefix) != 1 or not type_name:
+            raise ValueError(f"tag {name!r} is not 'O' or '<B|I|E|S>-TYPE'; entity export needs BIO/IOBES tags")
+        if type_name not in type_names:
+            type_names.append(type_name)
+        prefixes.append(_PREFIX_CODES[prefix])
+        type_ids.append(type_names.index(type_name))
+    return prefixes, type_ids, type_names
+
+
+def _any_of(codes, *values):
+    return tf.reduce_any(tf.stack([tf.equal(codes, v) for v in values]), axis=0)
+
+
+def chunk_boundaries(prev_prefix, prev_type, prefix, type_id):
+    """seqeval's `start_of_chunk` / `end_of_chunk` for tag pairs (previous, current), elementwise.
+
+    Returns:
+        (starts, ends): bool; `starts` = a chunk starts at the current tag, `ends` = a chunk ended at the
+        previous tag.
+    """
+    ends = (_any_of(prev_prefix, E, S) | (_any_of(prev_prefix, B, I) & _any_of(prefix, B, S, O))
+            | ((prev_prefix != O) & (prev_type != type_id)))
+    starts = (_any_of(prefix, B, S) | (_any_of(prev_prefix, E, S, O) & _any_of(prefix, E, I))
+              | ((prefix != O) & (prev_type != type_id)))
+    return starts, ends
+
+
+class TokenClassifierModule(EncoderModule):
+    """`text` -> entities per text, padded to E = the most entities of any row in the batch.
+
+    Outputs: `entity_text` string `(B, E)` (the cleaned input's characters `entity_start:entity_end`),
+    `entity_type` string `(B, E)`, `entity_start` / `entity_end` int32 `(B, E)` character offsets
+    (end exclusive; -1 in unused slots), `entity_score` float32 `(B, E)` (mean over the entity's words
+    of the probability of their predicted tag; 0 in unused slots), `num_entities` int32 `(B,)`.
+    Words after the first `sequence_length - 2` tokens are not tagged.
+
+    Args:
+        label_names: list of str tag names (`O`, `B-PER`, ...), required.
+    """
+
+    task_name = "token_classifier"
+
+    def __init__(self, task, tokenizer, sequence_length, label_names):
+        super().__init__(task, tokenizer, sequence_length)
+        if label_names is None:
+            raise ValueError("a token classifier export needs label_names (e.g. ['O', 'B-PER', 'I-PER'])")
+        if len(label_names) != task.num_labels:
+            raise ValueError(f"{len(label_names)} label names for a model with {task.num_labels} labels")
+        if not tokenizer.has_offsets:
+            raise ValueError(f"a {tokenizer.kind!r} tokenizer gives no offsets; use WordPiece or SentencePiece")
+        self.label_names = list(label_names)
+        self.prefixes, self.type_ids, self.type_names = parse_tags(self.label_names)
+
+    def tag(self, text):
+        text = clean_text(text)
+        batch = tf.shape(text, out_type=tf.int64)[0]
+        ids, begins, ends = self.tokenizer.tokenize_with_offsets(text)
+        keep = self.sequence_length - 2
+        ids, begins, ends = ids[:, :keep], begins[:, :keep], ends[:, :keep]
+        logits = self.model(self.tokenizer.pack([ids], self.sequence_length), training=False)  # (B, L, K)
+        probs = tf.nn.softmax(tf.cast(logits[:, 1:], tf.float32))  # position t + 1 holds token t
+        token_probs = tf.RaggedTensor.from_tensor(probs, lengths=ids.row_lengths()).flat_values  # (F, K)
+
+        # Words, flat over the batch: a word starts at a word-start piece (and at each row's first piece).
+        first_in_row = tf.equal(tf.ragged.range(ids.row_lengths()).flat_values, 0)
+        is_start = self.tokenizer.word_starts(ids).flat_values | first_in_row  # (F,)
+        word_of_token = tf.cumsum(tf.cast(is_start, tf.int64)) - 1  # (F,)
+        num_words = tf.reduce_sum(tf.cast(is_start, tf.int64))
+        word_row = tf.boolean_mask(ids.value_rowids(), is_start)  # (W,)
+        word_begin = tf.boolean_mask(begins.flat_values, is_start)
+        word_end = tf.math.unsorted_segment_max(ends.flat_values, word_of_token, num_words)
+        word_probs = tf.boolean_mask(token_probs, is_start)  # (W, K): the first piece decides
+        word_tag = tf.argmax(word_probs, axis=-1, output_type=tf.int32)
+        word_score = tf.reduce_max(word_probs, axis=-1)
+
+        # Neighbouring tags inside each row ("O" across row boundaries), then seqeval's chunk rules.
+        prefix = tf.gather(tf.constant(self.prefixes, tf.int32), word_tag)
+        type_id = tf.gather(tf.constant(self.type_ids, tf.int32), word_tag)
+        row_first = tf.not_equal(word_row, tf.roll(word_row, 1, 0)) | tf.equal(tf.range(num_words), 0)
+        row_last = tf.not_equal(word_row, tf.roll(word_row, -1, 0)) | tf.equal(tf.range(num_words), num_words - 1)
+        prev_prefix = tf.where(row_first, O, tf.roll(prefix, 1, 0))
+        prev_type = tf.where(row_first, -1, tf.roll(type_id, 1, 0))
+        next_prefix = tf.where(row_last, O, tf.roll(prefix, -1, 0))
+        next_type = tf.where(row_last, -1, tf.roll(type_id, -1, 0))
+        starts, _ = chunk_boundaries(prev_prefix, prev_type, prefix, type_id)
+        _, ends_here = chunk_boundaries(prefix, type_id, next_prefix, next_type)  # a chunk ends at this word
+        # Chunks cover the tagged words in contiguous runs, so the k-th start pairs with the k-th end.
+        first = tf.where(starts)[:, 0]
+        last = tf.where(ends_here)[:, 0]
+        cumulative = tf.cumsum(word_score)
+        score = (tf.gather(cumulative, last) - tf.gather(cumulative, first) + tf.gather(word_score, first)) / (
+            tf.cast(last - first + 1, tf.float32))
+        entity_row = tf.gather(word_row, first)
+        byte_begin, byte_end = tf.gather(word_begin, first), tf.gather(word_end, last)
+        entity_text = tf.strings.substr(tf.gather(text, entity_row), byte_begin, byte_end - byte_begin)
+        as_rows = lambda values: tf.RaggedTensor.from_value_rowids(values, entity_row, nrows=batch)  # noqa: E731
+        char_begin = byte_to_char_offsets(text, as_rows(byte_begin))
+        char_end = byte_to_char_offsets(text, as_rows(byte_end))
+        type_name = tf.gather(tf.constant(self.type_names + [""]), tf.gather(type_id, first))
+        return {
+            "entity_text": as_rows(entity_text).to_tensor(""),
+            "entity_type": as_rows(type_name).to_tensor(""),
+            "entity_start": char_begin.to_tensor(-1),
+            "entity_end": char_end.to_tensor(-1),
+            "entity_score": as_rows(score).to_tensor(0.0),
+            "num_entities": tf.cast(as_rows(score).row_lengths(), tf.int32),
+        }
+
+    def signatures(self):
+        serve = tf.function(self.tag, input_signature=[STRINGS])
+        return {"serving_default": serve.get_concrete_function(), **super().signatures()}
+
+    def metadata(self):
+        return {**super().metadata(), "inputs": ["text"], "label_names": self.label_names,
+                "entity_types": self.type_names}

@@ -1,0 +1,128 @@
+"""Write a task + tokenizer as a SavedModel that takes raw text, in TF Serving's versioned layout."""
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+
+from tfm.export.entities import TokenClassifierModule
+from tfm.export.generation import CausalLMModule
+from tfm.export.serving import MaskedLMModule, MultipleChoiceModule, TextClassifierModule
+from tfm.export.span_qa import SpanQAModule
+from tfm.export.text_ops import GraphTokenizer
+
+METADATA_FILE = "tfm_export.json"
+FORMAT_VERSION = 1
+
+
+def serving_module(task, tokenizer, asset_dir, sequence_length, label_names=None, **options):
+    """The serving module for `task`'s class (see `tfm.export.serving` and friends).
+
+    Args:
+        task: a `tfm.tasks` model.
+        tokenizer: a `tfm.data.Tokenizer`.
+        asset_dir: scratch directory for asset files (must live until the SavedModel is written).
+        sequence_length: int.
+        label_names: list of str (classifier / tagger).
+        **options: task options, e.g. `text_pair`, `top_k`, `doc_stride`, `max_new_tokens`.
+    """
+    from tfm import tasks
+
+    graph_tokenizer = GraphTokenizer(tokenizer, asset_dir)
+    args = (task, graph_tokenizer, sequence_length)
+    if isinstance(task, tasks.TextClassifier):
+        return TextClassifierModule(*args, label_names=label_names, **options)
+    if isinstance(task, tasks.TokenClassifier):
+        return TokenClassifierModule(*args, label_names=label_names, **options)
+    if isinstance(task, tasks.SpanQA):
+        return SpanQAModule(*args, **options)
+    if isinstance(task, tasks.MaskedLM):
+        return MaskedLMModule(*args, **options)
+    if isinstance(task, tasks.CausalLM):
+        return CausalLMModule(*args, **options)
+    if isinstance(task, tasks.MultipleChoice):
+        return MultipleChoiceModule(*args, **options)
+    raise TypeError(f"no serving signatures for {type(task).__name__}")
+
+
+def next_version(export_dir):
+    """1 + the largest numeric version directory in `export_dir` (1 when there is none)."""
+    versions = [int(p.name) for p in Path(export_dir).glob("*") if p.is_dir() and re.fullmatch(r"\d+", p.name)]
+    return max(versions, default=0) + 1
+
+
+def latest_version_dir(export_dir):
+    """`export_dir` itself if it holds `saved_model.pb`, else its highest numeric version directory."""
+    export_dir = Path(export_dir)
+    if (export_dir / "saved_model.pb").exists():
+        return export_dir
+    versions = [p for p in export_dir.glob("*") if re.fullmatch(r"\d+", p.name) and (p / "saved_model.pb").exists()]
+    if not versions:
+        raise FileNotFoundError(f"{export_dir}: no saved_model.pb and no numeric version directory holding one")
+    return max(versions, key=lambda p: int(p.name))
+
+
+def export_saved_model(task, tokenizer, path, sequence_length=128, label_names=None, version=None, **options):
+    """Export `task` with `tokenizer` in the graph as `path/<version>/` (tag `serve`).
+
+    The SavedModel's `serving_default` signature takes raw strings (see the task's serving module for
+    inputs, outputs and truncation); BERT-style tasks also get `embed`. The tokenizer's files, the
+    id -> token vocabulary and `tfm_export.json` (task, inputs, labels, settings) are in `assets/`, so the
+    directory can be moved or copied as a whole. Loading needs only `tensorflow` and `import tensorflow_text`.
+
+    Args:
+        task: a `tfm.tasks` model (TextClassifier, TokenClassifier, SpanQA, MaskedLM, CausalLM, MultipleChoice).
+        tokenizer: the `tfm.data.Tokenizer` the task was trained with.
+        path: export directory; versions are numbered subdirectories (TF Serving's layout).
+        sequence_length: int, model window (the training `data.sequence_length`).
+        label_names: list of str, class / tag names (required for TokenClassifier).
+        version: int; default one more than the largest existing version (1 for a new directory).
+        **options: task options: `text_pair` (TextClassifier), `top_k` (MaskedLM), `doc_stride`,
+            `max_query_length`, `max_answer_length`, `max_windows`, `allow_no_answer`,
+            `no_answer_threshold` (SpanQA), `max_new_tokens` (CausalLM).
+
+    Returns:
+        Path of the written version directory.
+
+    Example:
+        >>> export_saved_model(clf, tokenizer, "exported/sst2", label_names=["neg", "pos"])  # doctest: +SKIP
+        PosixPath('exported/sst2/1')
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    version = next_version(path) if version is None else int(version)
+    target = path / str(version)
+    if target.exists():
+        raise FileExistsError(f"{target} exists; pass another version")
+    with tempfile.TemporaryDirectory() as scratch:
+        module = serving_module(task, tokenizer, os.path.join(scratch, "assets"), sequence_length,
+                                label_names=label_names, **options)
+        metadata = {**module.metadata(), "format_version": FORMAT_VERSION, "tokenizer": tokenizer.kind,
+                    "signatures": {}}
+        signatures = module.signatures()
+        for name, function in signatures.items():
+            specs = function.structured_input_signature[0]  # positional specs, named after the arguments
+            metadata["signatures"][name] = {
+                "inputs": {spec.name: [spec.dtype.name, spec.shape.as_list()] for spec in specs},
+                "outputs": sorted(function.structured_outputs),
+            }
+        metadata_file = os.path.join(scratch, "assets", METADATA_FILE)
+        with open(metadata_file, "w", encoding="utf-8") as f:
+            json.dump(metadata, f, indent=2)
+        module.metadata_file = tf.saved_model.Asset(metadata_file)
+        # Write beside the target and rename: TF Serving must never see a half-written version.
+        staging = path / f".tmp-{version}"
+        shutil.rmtree(staging, ignore_errors=True)
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        os.replace(staging, target)
+    return target
+
+
+def read_metadata(version_dir):
+    """The `tfm_export.json` dict of an export version directory (or of its latest version)."""
+    version_dir = latest_version_dir(version_dir)
+    return json.loads((version_dir / "assets" / METADATA_FILE).read_text(encoding="utf-8"))

@@ -63,9 +63,11 @@ def mlm_dataset(texts, tokenizer, sequence_length=128, batch_size=32, max_predic
     if tokenizer.mask_id is None:
         raise ValueError(f"{tokenizer!r} has no [MASK] token; masked-LM needs one")
     max_predictions = max_predictions or default_max_predictions(sequence_length, mask_rate)
-    ds = _maybe_shuffle(_as_dataset(texts), shuffle, seed)
+    ds = _as_dataset(texts)
     if next_sentence:
+        # Pair consecutive texts first: shuffling before pairing would make every pair random.
         ds = _sentence_pairs(ds, seed)
+    ds = _maybe_shuffle(ds, shuffle, seed)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     # With a seed, each batch's masks come from stateless draws seeded by (seed, batch index): the same
     # masks in every run, whatever the map parallelism, and after a resume that skips batches.
@@ -129,6 +131,7 @@ def clm_dataset(texts, tokenizer, sequence_length=128, batch_size=32, shuffle=Fa
     def tokenize(batch):
         ids = tokenizer.tokenize(batch)
         ends = tf.RaggedTensor.from_tensor(tf.fill([ids.nrows(), 1], tf.cast(end, ids.dtype)))
+        ends = ends.with_row_splits_dtype(ids.row_splits.dtype)  # SentencePiece gives int32 row splits
         return tf.concat([ids, ends], axis=1).flat_values
 
     tokens = _as_dataset(texts).batch(documents_per_step).map(tokenize, num_parallel_calls=AUTOTUNE)

@@ -38,8 +38,15 @@ class Task(keras.Model):
             loss: `"auto"` for `SparseCategoricalCrossentropy(from_logits=True)`.
             weighted_metrics: `"auto"` for `[SparseCategoricalAccuracy]` (weighted by sample_weight,
                 i.e. only at masked / labelled positions).
-            jit_compile: bool, XLA-compile the train step (on by default: the model is XLA-clean).
+            jit_compile: bool, XLA-compile the train step (on by default: the model is XLA-clean). Under a
+                multi-replica tf.distribute strategy it is turned off: Keras 3.15's `fit` cannot run an
+                XLA step over MirroredStrategy replicas (Keras itself does the same for `"auto"`); the
+                custom Trainer compiles per replica instead.
         """
+        import tensorflow as tf
+
+        if jit_compile and tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            jit_compile = False
         if optimizer == "auto":
             optimizer = keras.optimizers.AdamW(self.DEFAULT_LEARNING_RATE, weight_decay=0.01)
             optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])

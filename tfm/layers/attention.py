@@ -3,7 +3,49 @@
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
+
+
+def _mix32(h):
+    """lowbias32 (C. Wellons): a full-avalanche hash of uint32 values, elementwise."""
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16)) * tf.constant(0x7FEB352D, tf.uint32)
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 15)) * tf.constant(0x846CA68B, tf.uint32)
+    return tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
+
+
+@keras.saving.register_keras_serializable(package="tfm")
+class HashDropout(keras.layers.Dropout):
+    """`keras.layers.Dropout` whose mask hashes (seed, element index) instead of drawing from TF's RNG.
+
+    Keras draws the mask with `stateless_random_uniform`, which XLA on CPU lowers to a random-bit generator
+    costing about a quarter of a BERT-mini training step; the hash is a dozen integer ops that fuse into the
+    neighbouring elementwise work. Same rate, same `1 / (1 - rate)` scaling, same per-layer `SeedGenerator`
+    (one state step per call, so checkpointed states still replay the same masks); only the random
+    stream differs. `noise_shape` falls back to Keras' implementation.
+
+    Args:
+        rate: float in [0, 1), fraction of the inputs zeroed.
+        seed: optional int, the seed generator's seed.
+
+    Example:
+    >>> HashDropout(0.5, seed=1)(keras.ops.ones((2, 4)), training=True).shape
+    TensorShape([2, 4])
+    """
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0 or self.noise_shape is not None:
+            return super().call(inputs, training=training)
+        seed = tf.cast(self.seed_generator.next(), tf.uint32)  # (2,)
+        xor = tf.bitwise.bitwise_xor
+        key = _mix32(xor(seed[0], _mix32(seed[1])))
+        index = tf.reshape(tf.range(tf.size(inputs, out_type=tf.int32)), tf.shape(inputs))
+        # Two hash rounds keyed by the seed: streams of different seeds are not shifted copies of each other.
+        salt = _mix32(key + tf.constant(0x9E3779B9, tf.uint32))
+        bits = _mix32(xor(_mix32(tf.cast(index, tf.uint32) + key), salt))
+        keep = bits >= tf.constant(min(round(self.rate * 2**32), 2**32 - 1), tf.uint32)
+        scale = tf.cast(1.0 / (1.0 - self.rate), inputs.dtype)
+        return tf.where(keep, inputs * scale, tf.zeros_like(inputs))
 
 
 def padding_attention_mask(padding_mask):
@@ -74,7 +116,7 @@ class MultiHeadAttention(keras.layers.Layer):
             name="attention_output",
         )
         self.output_dense.build((None, None, self.hidden_dim))
-        self.probs_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="probs_dropout")
+        self.probs_dropout = HashDropout(self.dropout, dtype=self.dtype_policy, name="probs_dropout")
         self.built = True
 
     def _split_heads(self, x, batch_size, length):

@@ -3,7 +3,7 @@
 import keras
 
 from tfm.layers.activations import get_activation
-from tfm.layers.attention import MultiHeadAttention, causal_attention_mask, padding_attention_mask
+from tfm.layers.attention import HashDropout, MultiHeadAttention, causal_attention_mask, padding_attention_mask
 from keras import ops
 
 
@@ -50,10 +50,8 @@ class _TransformerBlock(keras.layers.Layer):
         self.intermediate_dense.build(hidden_shape)
         self.output_dense = keras.layers.Dense(self.hidden_dim, name="output_dense", **common)
         self.output_dense.build((None, None, self.intermediate_dim))
-        self.attention_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name="attention_dropout")
-        self.feedforward_dropout = keras.layers.Dropout(
-            self.dropout, dtype=self.dtype_policy, name="feedforward_dropout"
-        )
+        self.attention_dropout = HashDropout(self.dropout, dtype=self.dtype_policy, name="attention_dropout")
+        self.feedforward_dropout = HashDropout(self.dropout, dtype=self.dtype_policy, name="feedforward_dropout")
         self.built = True
 
     def _feedforward(self, x, training):

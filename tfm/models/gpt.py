@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from tfm.layers import PositionEmbedding, TokenEmbedding, TransformerDecoderBlock
+from tfm.layers.attention import HashDropout
 from tfm.models.backbone import Backbone
 
 # (num_layers, num_heads, hidden_dim, max_sequence_length)
@@ -87,7 +88,7 @@ class GptBackbone(Backbone):
         position_embedding = PositionEmbedding(
             max_sequence_length, hidden_dim, embeddings_initializer=init, dtype=dtype, name="position_embedding"
         )
-        embeddings_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")
+        embeddings_dropout = HashDropout(dropout, dtype=dtype, name="embeddings_dropout")
         blocks = [
             TransformerDecoderBlock(
                 num_heads,

@@ -49,8 +49,11 @@ class CausalLM(Task):
             cache_update_index: int or scalar int tensor.
         """
         hidden, cache = self.backbone.call_with_cache(token_ids, cache, cache_update_index)
-        logits = ops.cast(self.backbone.token_embedding(hidden, reverse=True), "float32")
-        return logits, hidden, cache
+        return self.hidden_to_logits(hidden), hidden, cache
+
+    def hidden_to_logits(self, hidden):
+        """Float32 vocabulary logits from final hidden states `(..., hidden_dim)` (the tied projection)."""
+        return ops.cast(self.backbone.token_embedding(hidden, reverse=True), "float32")
 
     def generate_function(self, max_new_tokens, sampler="greedy", stop_token_ids=None, pad_token_id=0):
         """The cached, XLA-compiled `fn(token_ids, padding_mask, seed)` behind `generate` (for export/benchmarks).

@@ -250,7 +250,8 @@ class _Decoder:
         self.pad_token_id = int(pad_token_id)
 
     def prefill(self, token_ids, padding_mask):
-        """Output buffers `(B, T + max_new_tokens)`, prompt lengths `(B,)` and the prompt's KV cache."""
+        """Output buffers `(B, T + max_new_tokens)`, prompt lengths `(B,)`, the prompt's KV cache and its
+        final hidden states `(B, T, H)`."""
         batch, prompt_length = token_ids.shape
         new, pad = self.max_new_tokens, self.pad_token_id
         mask = tf.cast(padding_mask, tf.bool)
@@ -260,8 +261,8 @@ class _Decoder:
         # The whole prompt in one pass. Cache entries at padding positions are rewritten (with the
         # generated token) before any later position reads them.
         cache = self.model.backbone.init_cache(batch, prompt_length + new)
-        _, cache = self.model.backbone.call_with_cache(token_ids, cache, 0)
-        return tokens, out_mask, lengths, cache
+        hidden, cache = self.model.backbone.call_with_cache(token_ids, cache, 0)
+        return tokens, out_mask, lengths, cache, hidden
 
     def commit(self, index, chosen, tokens, out_mask, done, lengths):
         """Writes position `index`: the prompt token, the `chosen (B,)` token, or padding once a row ended."""
@@ -276,8 +277,12 @@ class _Decoder:
         return (index < tokens.shape[1]) & tf.reduce_any(~done & (index < lengths + self.max_new_tokens))
 
     def sample(self, token_ids, padding_mask, sampler, seed):
-        tokens, out_mask, lengths, cache = self.prefill(token_ids, padding_mask)
+        tokens, out_mask, lengths, cache, hidden = self.prefill(token_ids, padding_mask)
         done = tf.zeros_like(lengths, dtype=tf.bool)  # (B,) produced a stop token
+
+        def choose(index, logits):
+            step_seed = tf.stack([seed[0], seed[1] + tf.cast(index, seed.dtype)])
+            return tf.cast(sampler(logits, step_seed), tf.int32)  # (B,)
 
         def cond(index, tokens, out_mask, done, cache):
             return self.running(index, tokens, done, lengths)
@@ -285,18 +290,22 @@ class _Decoder:
         def body(index, tokens, out_mask, done, cache):
             previous = _column(tokens, index - 1)[:, None]  # (B, 1)
             logits, _, cache = self.model.call_with_cache(previous, cache, index - 1)  # (B, 1, V)
-            step_seed = tf.stack([seed[0], seed[1] + tf.cast(index, seed.dtype)])
-            chosen = tf.cast(sampler(logits[:, 0, :], step_seed), tf.int32)  # (B,)
-            tokens, out_mask, done = self.commit(index, chosen, tokens, out_mask, done, lengths)
+            tokens, out_mask, done = self.commit(index, choose(index, logits[:, 0, :]), tokens, out_mask, done, lengths)
             return index + 1, tokens, out_mask, done, cache
 
         start = tf.reduce_min(lengths)  # first position to write
-        _, tokens, out_mask, _, _ = tf.while_loop(cond, body, (start, tokens, out_mask, done, cache))
+        # The prompt pass already computed position start - 1 (a real token in every row): its logits give
+        # the first choice, saving the loop a step that would recompute that position.
+        first = lambda: self.commit(  # noqa: E731
+            start, choose(start, self.model.hidden_to_logits(hidden[:, start - 1, :])), tokens, out_mask, done, lengths
+        )
+        tokens, out_mask, done = tf.cond(start < tokens.shape[1], first, lambda: (tokens, out_mask, done))
+        _, tokens, out_mask, _, _ = tf.while_loop(cond, body, (start + 1, tokens, out_mask, done, cache))
         return {"token_ids": tokens, "padding_mask": out_mask}
 
     def beam_search(self, token_ids, padding_mask, beams):
         batch, vocab = token_ids.shape[0], self.model.backbone.vocabulary_size
-        tokens, out_mask, lengths, cache = self.prefill(token_ids, padding_mask)
+        tokens, out_mask, lengths, cache, _ = self.prefill(token_ids, padding_mask)
         start = tf.reduce_min(lengths)
         # Beams are rows b * beams + w of a (B * beams) batch; all start as copies of the prompt.
         repeat = lambda x: tf.repeat(x, beams, axis=0)  # noqa: E731

@@ -164,22 +164,36 @@ class Trainer:
             self._compiled[key] = tf.function(fn, jit_compile=self.config.jit_compile)
         return self._compiled[key]
 
-    def _replica_step(self, batches):
+    def _accumulate(self, batches, forward_backward):
         loss_sum = weight_sum = tokens = 0.0
         grads = None
         for batch in batches:
-            b_loss, b_weight, b_grads, b_tokens = self._replica_fn(self._forward_backward)(*_unpack(batch))
+            b_loss, b_weight, b_grads, b_tokens = forward_backward(*_unpack(batch))
             loss_sum, weight_sum, tokens = loss_sum + b_loss, weight_sum + b_weight, tokens + b_tokens
             grads = b_grads if grads is None else [g + h for g, h in zip(grads, b_grads)]
-        ctx = tf.distribute.get_replica_context()
-        grads = ctx.all_reduce(_SUM, grads)
-        loss_sum, weight_sum, tokens = ctx.all_reduce(_SUM, [loss_sum, weight_sum, tokens])
+        return loss_sum, weight_sum, grads, tokens
+
+    def _apply(self, loss_sum, weight_sum, grads, tokens):
         weight_sum = tf.maximum(weight_sum, 1e-12)
         grads = [g / weight_sum for g in grads]
         scale = getattr(self.optimizer, "dynamic_scale", None)
         grad_norm = tf.linalg.global_norm(grads) / (tf.cast(scale, tf.float32) if scale is not None else 1.0)
         self.optimizer.apply(grads, self.model.trainable_variables)
         return loss_sum / weight_sum, grad_norm, tokens
+
+    def _single_replica_step(self, batches):
+        """The whole step as one XLA program. With one replica there is nothing to all-reduce, and compiled
+        AdamW (several passes over every weight, op by op otherwise) fuses into a few loops."""
+        return self._apply(*self._accumulate(batches, self._forward_backward))
+
+    def _replica_step(self, batches):
+        if self.strategy.num_replicas_in_sync == 1:
+            return self._replica_fn(self._single_replica_step)(batches)
+        loss_sum, weight_sum, grads, tokens = self._accumulate(batches, self._replica_fn(self._forward_backward))
+        ctx = tf.distribute.get_replica_context()
+        grads = ctx.all_reduce(_SUM, grads)
+        loss_sum, weight_sum, tokens = ctx.all_reduce(_SUM, [loss_sum, weight_sum, tokens])
+        return self._apply(loss_sum, weight_sum, grads, tokens)
 
     def _distributed_train_step(self, iterator):
         batches = [next(iterator) for _ in range(self.config.grad_accum_steps)]
@@ -190,6 +204,10 @@ class Trainer:
 
     def _forward_eval(self, x, y, sample_weight):
         return self.model.metric_sums(y, self.model(x, training=False), sample_weight)
+
+    def train_step(self):
+        """One optimizer step on the next batch(es); returns `(loss, grad_norm, tokens)` tensors."""
+        return self._train_step(self._iterator)
 
     def learning_rate(self):
         optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
@@ -223,7 +241,7 @@ class Trainer:
         window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0.0, time.perf_counter()
         metrics = {}
         while int(self.step.numpy()) < c.steps:
-            loss, grad_norm, tokens = self._train_step(self._iterator)
+            loss, grad_norm, tokens = self.train_step()
             step = int(self.step.numpy())
             window_loss, window_steps, window_tokens = window_loss + float(loss), window_steps + 1, window_tokens + float(tokens)
             if not np.isfinite(float(loss)):

@@ -1,0 +1,503 @@
+"""tfm against KerasHub in one run, on one machine: training tokens/s and MFU, generation tokens/s.
+
+Each case builds both libraries' models from the same hyperparameters (random weights), feeds both the same
+random batch, warms both up (XLA compilation), then times rounds that alternate the contenders, reversing the
+order every round, so load from other processes hits both alike. Reported: the median rate of each side and
+the median of the per-round tfm/KerasHub ratios.
+
+Training on the tfm side is timed through both paths we ship: the `Trainer`'s XLA-compiled step (what
+`tfm train` runs) and `model.fit(jit_compile=True)`; `tfm` is the faster of the two (by median), both are in
+the JSON. KerasHub's `BertMaskedLM` / `GPT2CausalLM` train with `fit(jit_compile=True)` and the same AdamW.
+MFU = tokens/s x analytical FLOPs per token (`tfm.training.flops`: 6N + attention, MLM head only at the
+masked positions) / the peak of a large matmul measured in this process. Generation is greedy, 16-token
+prompt, 64 new tokens; its limit at batch 1 is memory bandwidth (every weight read once per token), which is
+measured here by reading a 512 MB buffer.
+
+Example:
+    tfm bench --cases train_bert_mini,generate_b1 --json bench.json
+"""
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import types
+import warnings
+
+import numpy as np
+
+GENERATE_SAMPLER = "greedy"
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One comparison. `new_tokens > 0` makes it a generation case (`sequence_length` = prompt length).
+
+    Args:
+        name: str, the case name in the JSON and table.
+        family: str, `"bert"` (masked LM) or `"gpt"` (causal LM).
+        preset: str, the tfm size preset whose hyperparameters both sides use.
+        batch_size: int.
+        sequence_length: int, training sequence or prompt length.
+        new_tokens: int, tokens generated per row (0 for training).
+        steps: int, training steps (or generate calls) per timed round.
+        repeats: int, timed rounds.
+    """
+
+    name: str
+    family: str
+    preset: str
+    batch_size: int
+    sequence_length: int
+    new_tokens: int = 0
+    steps: int = 1
+    repeats: int = 3
+
+    @property
+    def metric(self):
+        return "generated tokens/s" if self.new_tokens else "train tokens/s"
+
+    @property
+    def predictions(self):
+        """Masked positions per sequence for MLM: 15% of the tokens, rounded up (20 of 128, as in BERT)."""
+        return max(1, math.ceil(0.15 * self.sequence_length))
+
+
+CASES = {
+    case.name: case
+    for case in (
+        Case("train_bert_mini", "bert", "bert_mini", batch_size=16, sequence_length=128, steps=8, repeats=5),
+        Case("train_bert_base", "bert", "bert_base", batch_size=8, sequence_length=128, steps=2, repeats=3),
+        Case("train_gpt2_small", "gpt", "gpt2_small", batch_size=2, sequence_length=256, steps=2, repeats=3),
+        Case("generate_b1", "gpt", "gpt2_small", batch_size=1, sequence_length=16, new_tokens=64, repeats=5),
+        Case("generate_b8", "gpt", "gpt2_small", batch_size=8, sequence_length=16, new_tokens=64, repeats=3),
+    )
+}
+
+# `--tiny`: the same code paths on toy shapes (tests, smoke runs); numbers are meaningless.
+TINY_MODEL = {"vocabulary_size": 512, "num_layers": 2, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64,
+              "max_sequence_length": 64}
+
+
+def tiny_case(case):
+    """`case` shrunk to toy sizes: batch 2, at most 16 tokens (+8 generated), one step per round."""
+    return dataclasses.replace(case, batch_size=2, sequence_length=min(case.sequence_length, 16),
+                               new_tokens=min(case.new_tokens, 8), steps=1, repeats=1)
+
+
+def model_config(case, tiny=False):
+    """The KerasHub-vocabulary hyperparameters both sides are built from (tfm preset, optionally tiny)."""
+    from tfm.models import BERT_PRESETS, GPT_PRESETS
+
+    config = dict((BERT_PRESETS if case.family == "bert" else GPT_PRESETS)[case.preset])
+    if tiny:
+        config.update(TINY_MODEL)
+    if case.new_tokens:
+        config["dropout"] = 0.0  # inference
+    return config
+
+
+def flops_per_token(case, config):
+    """Analytical training FLOPs per token for `case` (see `tfm.training.flops.training_flops_per_token`)."""
+    from tfm.training.flops import training_flops_per_token
+
+    share = case.predictions / case.sequence_length if case.family == "bert" else 1.0
+    # Only the shape attributes the formula reads, so no weights need to be built.
+    shape = types.SimpleNamespace(**{k: config[k] for k in ("vocabulary_size", "num_layers", "hidden_dim",
+                                                             "intermediate_dim")})
+    return training_flops_per_token(shape, case.sequence_length, predictions_per_token=share)
+
+
+# ------------------------------------------------------------------------------------------------ models, data
+def build_models(case, config):
+    """`(tfm task, KerasHub task)` with random weights and identical hyperparameters (global dtype policy)."""
+    import keras_hub
+
+    from tfm.models import BertBackbone, GptBackbone
+    from tfm.tasks import CausalLM, MaskedLM
+
+    if case.family == "bert":
+        # KerasHub's BERT uses tanh-approximate GELU in its blocks; match it so both do the same work.
+        ours = MaskedLM(BertBackbone(**config, activation="gelu_approximate"))
+        theirs = keras_hub.models.BertMaskedLM(keras_hub.models.BertBackbone(**config), preprocessor=None)
+    else:
+        ours = CausalLM(GptBackbone(**config))
+        theirs = keras_hub.models.GPT2CausalLM(keras_hub.models.GPT2Backbone(**config), preprocessor=None)
+    return ours, theirs
+
+
+def training_batch(case, config, seed=0):
+    """One random `(x, y, sample_weight)` batch in the layout both libraries' tasks take."""
+    rng = np.random.default_rng(seed)
+    b, t, vocab = case.batch_size, case.sequence_length, config["vocabulary_size"]
+    token_ids = rng.integers(0, vocab, (b, t)).astype("int32")
+    padding_mask = np.ones((b, t), "int32")
+    if case.family == "bert":
+        p = case.predictions
+        positions = np.sort([rng.choice(t, p, replace=False) for _ in range(b)], axis=1).astype("int32")
+        x = {"token_ids": token_ids, "segment_ids": np.zeros((b, t), "int32"), "padding_mask": padding_mask,
+             "mask_positions": positions}
+        return x, rng.integers(0, vocab, (b, p)).astype("int32"), np.ones((b, p), "float32")
+    x = {"token_ids": token_ids, "padding_mask": padding_mask}
+    return x, np.roll(token_ids, -1, axis=1), padding_mask.astype("float32")
+
+
+def _output_shape(model, x):
+    import keras
+
+    spec = model.compute_output_spec({k: keras.KerasTensor(v.shape, v.dtype) for k, v in x.items()})
+    return list(spec.shape)
+
+
+# ------------------------------------------------------------------------------------------------ contenders
+@dataclasses.dataclass
+class Side:
+    """A timed contender: `run(n)` performs `n` steps (or generate calls) and returns the seconds taken.
+
+    `tokens_per_step` is counted from what the side itself reports (the Trainer's token count, the
+    generated-token mask), so equal values on both sides mean equal work.
+    """
+
+    name: str
+    run: object
+    tokens_per_step: float = 0.0
+    output_shape: list = None
+
+
+def _adamw():
+    import keras
+
+    optimizer = keras.optimizers.AdamW(5e-5, weight_decay=0.01)
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer
+
+
+def fit_side(name, model, batch):
+    """`model.fit(jit_compile=True)` on a repeated batch, timed from the first step's start to the last's end."""
+    import keras
+    import tensorflow as tf
+
+    class StepTimer(keras.callbacks.Callback):
+        """Leaves fit's per-call set-up (iterator, callbacks) out, so short rounds are not dominated by it."""
+
+        last = 0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == self.last:
+                keras.ops.convert_to_numpy(logs["loss"])  # wait for the step (dispatch may be asynchronous)
+                self.end = time.perf_counter()
+
+    model.compile(optimizer=_adamw(), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()], jit_compile=True)
+    data = tf.data.Dataset.from_tensors(batch).repeat()
+    timer = StepTimer()
+
+    def run(steps):
+        timer.last = steps - 1
+        with warnings.catch_warnings():  # MLM trains no pooler: Keras warns about its missing gradients
+            warnings.filterwarnings("ignore", message="Gradients do not exist")
+            model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
+        return timer.end - timer.start
+
+    return Side(name, run, float(batch[0]["padding_mask"].sum()), _output_shape(model, batch[0]))
+
+
+def trainer_side(name, model, batch, case, mixed_precision="float32"):
+    """`tfm.training.Trainer` steps (the `tfm train` path) on a repeated batch; returns `(side, cleanup)`."""
+    import shutil
+
+    import tensorflow as tf
+
+    from tfm.training.config import TrainerConfig
+    from tfm.training.trainer import Trainer
+
+    config = TrainerConfig(steps=10**9, batch_size=case.batch_size, learning_rate=5e-5, strategy="default",
+                           mixed_precision=mixed_precision, jit_compile=True)
+    run_dir = tempfile.mkdtemp(prefix="tfm_bench_")
+    data = tf.data.Dataset.from_tensors(batch).repeat()
+    trainer = Trainer(config, run_dir, lambda: model, lambda batch_size, context: data, verbose=False)
+    side = Side(name, None, output_shape=_output_shape(model, batch[0]))
+
+    def run(steps):
+        start = time.perf_counter()
+        for _ in range(steps):
+            _, _, tokens = trainer.train_step()
+        side.tokens_per_step = float(tokens)  # the Trainer's own count; converting also waits for the step
+        return time.perf_counter() - start
+
+    side.run = run
+    return side, lambda: shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def generate_sides(ours, theirs, prompt, new_tokens):
+    """Greedy `generate` of both: tfm's `CausalLM.generate` (one compiled prefill + while_loop) and KerasHub's
+    `GPT2CausalLM.generate` on the prompt right-padded to its final length (no preprocessor)."""
+    theirs.compile(sampler=GENERATE_SAMPLER)  # jit_compile defaults to True
+    padded = {"token_ids": np.pad(prompt, [[0, 0], [0, new_tokens]]),
+              "padding_mask": np.pad(np.ones_like(prompt), [[0, 0], [0, new_tokens]])}
+    calls = {"tfm": lambda: ours.generate(prompt, max_new_tokens=new_tokens, sampler=GENERATE_SAMPLER, seed=0),
+             "keras_hub": lambda: theirs.generate(padded, stop_token_ids=None)}
+    sides = []
+    for name, call in calls.items():
+        side = Side(name, None)
+
+        def run(n, side=side, call=call):
+            start = time.perf_counter()
+            for _ in range(n):
+                out = call()  # numpy arrays on both sides: the call has finished
+            elapsed = time.perf_counter() - start
+            side.tokens_per_step = float(np.sum(out["padding_mask"]) - prompt.size)  # generated tokens
+            side.output_shape = list(np.shape(out["token_ids"]))
+            return elapsed
+
+        side.run = run
+        sides.append(side)
+    return sides
+
+
+def alternate(sides, steps, repeats, warmup=1):
+    """Per side, the list of per-round rates (tokens/s); rounds alternate the sides, order reversed each round."""
+    for side in sides:
+        for _ in range(warmup):
+            side.run(1)
+    rates = {side.name: [] for side in sides}
+    for round_index in range(repeats):
+        for side in sides if round_index % 2 == 0 else sides[::-1]:
+            seconds = side.run(steps)
+            rates[side.name].append(side.tokens_per_step * steps / seconds)
+    return rates
+
+
+# ------------------------------------------------------------------------------------------------ measurements
+def measure_bandwidth(megabytes=512, repeats=5):
+    """Read bandwidth in bytes/s: best time of an XLA sum over a float32 buffer larger than any cache."""
+    import tensorflow as tf
+
+    x = tf.random.uniform((megabytes * 2**20 // 4,))
+    total = tf.function(tf.reduce_sum, jit_compile=True)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first call compiles
+        start = time.perf_counter()
+        total(x).numpy()
+        best = min(best, time.perf_counter() - start)
+    return megabytes * 2**20 / best
+
+
+def decode_bytes_per_step(model):
+    """Bytes one decode step must read at least: every weight once, except the position table (one row)."""
+    import tensorflow as tf
+
+    position = id(model.backbone.position_embedding.embeddings)
+    return sum(int(np.prod(w.shape)) * tf.as_dtype(w.dtype).size for w in model.weights if id(w) != position)
+
+
+def machine():
+    """A short description of this machine (CPU model and cores; the GPU when TensorFlow sees one)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return f"{len(gpus)} GPU ({tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')})"
+    model = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    return f"{os.cpu_count()}-core {model} CPU"
+
+
+# ------------------------------------------------------------------------------------------------ cases
+def run_case(case, tiny=False, dtype="float32", warmup=1, log=print):
+    """Runs one case; returns its result dict (`name, metric, tfm, keras_hub, ratio` plus details)."""
+    import gc
+
+    import keras
+
+    keras.config.set_dtype_policy(dtype)
+    keras.utils.set_random_seed(0)
+    config = model_config(case, tiny)
+    ours, theirs = build_models(case, config)
+    cleanup = []
+    if case.new_tokens:
+        rng = np.random.default_rng(0)
+        prompt = rng.integers(0, config["vocabulary_size"], (case.batch_size, case.sequence_length)).astype("int32")
+        sides = generate_sides(ours, theirs, prompt, case.new_tokens)
+    else:
+        batch = training_batch(case, config)
+        trainer, remove_run_dir = trainer_side("tfm_trainer", ours, batch, case, dtype)
+        cleanup.append(remove_run_dir)
+        sides = [trainer, fit_side("tfm_fit", ours, batch), fit_side("keras_hub", theirs, batch)]
+    log(f"{case.name}: warming up, then {case.repeats} rounds of {case.steps} step(s) per side", file=sys.stderr)
+    result = summarize(case, alternate(sides, case.steps, case.repeats, warmup=warmup), sides)
+    if len(set(result["tokens_per_step"].values())) != 1:  # the sides did not do the same work
+        raise RuntimeError(f"{case.name}: tokens per step differ between sides: {result['tokens_per_step']}")
+    if case.new_tokens:
+        result["weight_bytes"] = decode_bytes_per_step(ours)
+    else:
+        result["flops_per_token"] = flops_per_token(case, config)
+    for fn in cleanup:
+        fn()
+    del ours, theirs, sides
+    keras.backend.clear_session()
+    gc.collect()
+    return result
+
+
+def add_limits(result, peak_flops=None, bandwidth=None):
+    """Adds MFU (training) or the bandwidth bound (generation: all weights read once per step) to `result`."""
+    if "flops_per_token" in result and peak_flops:
+        fpt = result["flops_per_token"]
+        result.update(peak_flops=peak_flops, mfu_tfm=result["tfm"] * fpt / peak_flops,
+                      mfu_keras_hub=result["keras_hub"] * fpt / peak_flops)
+    if "weight_bytes" in result and bandwidth:
+        bound = bandwidth * result["batch_size"] / result["weight_bytes"]
+        result.update(bandwidth=bandwidth, bandwidth_bound=bound, tfm_fraction_of_bound=result["tfm"] / bound)
+    return result
+
+
+def summarize(case, rates, sides):
+    """Medians per side and the median per-round ratio; for training, `tfm` is the faster tfm path."""
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    tfm_paths = [name for name in rates if name.startswith("tfm")]
+    best = max(tfm_paths, key=medians.get)
+    ratios = [ours / theirs for ours, theirs in zip(rates[best], rates["keras_hub"])]
+    result = {"name": case.name, "metric": case.metric, "tfm": medians[best], "keras_hub": medians["keras_hub"],
+              "ratio": statistics.median(ratios), "batch_size": case.batch_size,
+              "sequence_length": case.sequence_length}
+    if case.new_tokens:
+        result["new_tokens"] = case.new_tokens
+    else:
+        result["tfm_path"] = best
+        result.update({name: medians[name] for name in tfm_paths})
+    result["tokens_per_step"] = {side.name: side.tokens_per_step for side in sides}
+    result["output_shape"] = {side.name: side.output_shape for side in sides}
+    result["rounds"] = rates
+    return result
+
+
+def run_benchmark(names=None, tiny=False, dtype="float32", repeats=None, steps=None, warmup=1, log=print):
+    """Runs the named cases (all by default); returns the list of result dicts.
+
+    Args:
+        names: optional list of case names from `CASES`.
+        tiny: bool, toy model sizes (a smoke test of the code paths; the numbers mean nothing).
+        dtype: str, Keras dtype policy for both sides (`float32`, or `mixed_bfloat16` on accelerators).
+        repeats: optional int, timed rounds per case (default: the case's).
+        steps: optional int, steps per round (default: the case's).
+        warmup: int, untimed calls per side before timing (the first one compiles).
+        log: print-like callable for progress lines.
+    """
+    names = list(CASES) if names is None else list(names)
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise ValueError(f"Unknown case(s) {unknown}; valid cases: {list(CASES)}.")
+    cases = [tiny_case(CASES[n]) if tiny else CASES[n] for n in names]
+    cases = [dataclasses.replace(c, repeats=repeats or c.repeats, steps=steps or c.steps) for c in cases]
+    from tfm.training.flops import measure_peak_flops
+
+    # Peak and bandwidth are re-measured before each case and the best is kept: other processes on a shared
+    # machine only ever make a measurement slower.
+    peak_dtype = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}[dtype]
+    peak = bandwidth = 0.0
+    where = machine()
+    results = []
+    for case in cases:
+        if case.new_tokens:
+            bandwidth = max(bandwidth, measure_bandwidth())
+        else:
+            peak = max(peak, measure_peak_flops(dtype=peak_dtype))
+        result = run_case(case, tiny=tiny, dtype=dtype, warmup=warmup, log=log)
+        result.update(dtype=dtype, machine=where)
+        results.append(result)
+    return [add_limits(r, peak or None, bandwidth or None) for r in results]
+
+
+# ------------------------------------------------------------------------------------------------ reporting
+def _rate(value):
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def format_markdown(results):
+    """The results as a markdown table (one row per case) followed by the measured peak/bandwidth."""
+    lines = ["| case | metric | tfm | KerasHub | tfm / KerasHub | MFU tfm | MFU KerasHub | notes |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        mfu = [f"{r[k]:.1%}" if r.get(k) is not None else "–" for k in ("mfu_tfm", "mfu_keras_hub")]
+        if "tfm_path" in r:
+            notes = f"Trainer {_rate(r['tfm_trainer'])} · fit {_rate(r['tfm_fit'])}"
+        elif r.get("bandwidth_bound"):
+            notes = f"bandwidth bound {_rate(r['bandwidth_bound'])} (tfm at {r['tfm_fraction_of_bound']:.0%})"
+        else:
+            notes = ""
+        lines.append(f"| {r['name']} | {r['metric']} | {_rate(r['tfm'])} | {_rate(r['keras_hub'])} | "
+                     f"{r['ratio']:.2f}× | {mfu[0]} | {mfu[1]} | {notes} |")
+    facts = []
+    peak = next((r["peak_flops"] for r in results if r.get("peak_flops")), None)
+    bandwidth = next((r["bandwidth"] for r in results if r.get("bandwidth")), None)
+    if results and results[0].get("machine"):
+        facts.append(f"{results[0]['machine']}, {results[0].get('dtype', 'float32')}")
+    if peak:
+        facts.append(f"measured matmul peak {peak / 1e9:,.1f} GFLOP/s")
+    if bandwidth:
+        facts.append(f"measured read bandwidth {bandwidth / 1e9:.1f} GB/s")
+    if facts:
+        lines += ["", "; ".join(facts) + "."]
+    return "\n".join(lines)
+
+
+def add_commands(subparsers):
+    """Registers `tfm bench`."""
+    parser = subparsers.add_parser("bench", help="Benchmark tfm against KerasHub (training, generation).",
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=_case_names, help=f"comma-separated subset of {','.join(CASES)}")
+    parser.add_argument("--json", metavar="PATH", help="also write the JSON results here")
+    parser.add_argument("--repeats", type=int, help="timed rounds per case (default per case)")
+    parser.add_argument("--steps", type=int, help="steps (or generate calls) per round (default per case)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls per side first (compiles)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    parser.add_argument("--tiny", action="store_true", help="toy model sizes: checks the code paths quickly")
+    parser.set_defaults(func=_bench)
+
+
+def _case_names(text):
+    import argparse
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown case(s) {unknown or [text]}; valid: {','.join(CASES)}")
+    return names
+
+
+def _bench(args):
+    def log(*parts, **kwargs):
+        print(*parts, **kwargs, flush=True)
+
+    results = run_benchmark(args.cases, tiny=args.tiny, dtype=args.dtype, repeats=args.repeats, steps=args.steps,
+                            warmup=args.warmup, log=log)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    print()
+    print(format_markdown(results))
+    return 0
+
+
+def main(argv=None):
+    """`python tools/benchmark.py ...`: the same as `tfm bench ...`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="benchmark")
+    add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)

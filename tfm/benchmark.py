@@ -40,13 +40,10 @@ class Case:
 
     Args:
         name: str, the case name in the JSON and table.
-        family: str, `"bert"` (masked LM) or `"gpt"` (causal LM).
-        preset: str, the tfm size preset whose hyperparameters both sides use.
-        batch_size: int.
-        sequence_length: int, training sequence or prompt length.
+        family: str, `"bert"` (masked LM) or `"gpt"` (causal LM); `preset`: the tfm size both sides use.
+        batch_size, sequence_length: ints (`sequence_length` is the prompt length when generating).
         new_tokens: int, tokens generated per row (0 for training).
-        steps: int, training steps (or generate calls) per timed round.
-        repeats: int, timed rounds.
+        steps, repeats: ints, training steps (or generate calls) per timed round, and timed rounds.
     """
 
     name: str
@@ -374,9 +371,8 @@ def summarize(case, rates, sides):
               "sequence_length": case.sequence_length}
     if case.new_tokens:
         result["new_tokens"] = case.new_tokens
-    else:
-        result["tfm_path"] = best
-        result.update({name: medians[name] for name in tfm_paths})
+    else:  # both tfm paths, and which was faster
+        result.update({"tfm_path": best, **{name: medians[name] for name in tfm_paths}})
     result["tokens_per_step"] = {side.name: side.tokens_per_step for side in sides}
     result["output_shape"] = {side.name: side.output_shape for side in sides}
     result["rounds"] = rates
@@ -455,8 +451,11 @@ def format_markdown(results):
 
 def add_commands(subparsers):
     """Registers `tfm bench`."""
-    parser = subparsers.add_parser("bench", help="Benchmark tfm against KerasHub (training, generation).",
-                                   description=__doc__.split("\n\n")[0])
+    _add_arguments(subparsers.add_parser("bench", help="Benchmark tfm against KerasHub (training, generation).",
+                                         description=__doc__.split("\n\n")[0]))
+
+
+def _add_arguments(parser):
     parser.add_argument("--cases", type=_case_names, help=f"comma-separated subset of {','.join(CASES)}")
     parser.add_argument("--json", metavar="PATH", help="also write the JSON results here")
     parser.add_argument("--repeats", type=int, help="timed rounds per case (default per case)")
@@ -478,11 +477,8 @@ def _case_names(text):
 
 
 def _bench(args):
-    def log(*parts, **kwargs):
-        print(*parts, **kwargs, flush=True)
-
     results = run_benchmark(args.cases, tiny=args.tiny, dtype=args.dtype, repeats=args.repeats, steps=args.steps,
-                            warmup=args.warmup, log=log)
+                            warmup=args.warmup, log=lambda *parts, **kw: print(*parts, **kw, flush=True))
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
@@ -497,7 +493,6 @@ def main(argv=None):
     """`python tools/benchmark.py ...`: the same as `tfm bench ...`."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="benchmark")
-    add_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    parser = argparse.ArgumentParser(prog="tools/benchmark.py", description=__doc__.split("\n\n")[0])
+    _add_arguments(parser)
+    return _bench(parser.parse_args(argv))

@@ -48,8 +48,9 @@ def _sst2_slice(tmp_path, n_train=3000, n_dev=300):
 def test_text_classifier_pretrain_then_finetune_learns_and_evaluate_reproduces(tmp_path, capsys):
     train, dev = _sst2_slice(tmp_path)
     cfg = _config(tmp_path, "text_classifier", [train], [dev], data={"format": "tsv"},
-                  trainer={"steps": 300, "eval_every": 300, "checkpoint_every": 300, "batch_size": 32},
-                  pretrain={"trainer": {"steps": 20, "eval_every": 20, "checkpoint_every": 20}})
+                  trainer={"steps": 300, "eval_every": 300, "checkpoint_every": 300, "batch_size": 32,
+                           "learning_rate": 3e-3, "warmup_steps": 30},
+                  pretrain={"trainer": {"steps": 20, "eval_every": 20, "checkpoint_every": 20, "warmup_steps": 0}})
     metrics, trainer = run_experiment(cfg, verbose=False)
     run_dir = cfg.output_dir
     # The pretraining stage ran into run/pretrain, and the classifier started from its backbone and tokenizer.

@@ -232,16 +232,16 @@ def run_experiment(cfg, strategy=None, verbose=True):
     if chief:
         save_config(cfg, cfg.output_dir)
     tokenizer = prepare_tokenizer(cfg, chief)
-    train_data = eval_data = labels = None
+    train_data = eval_data = labels = num_choices = None
     if cfg.task.name not in ("masked_lm", "causal_lm"):
         train_data = task_data.read_split(cfg, cfg.data.train, "train", labels=_vocabulary(cfg.task.label_names))
         labels = _label_names(cfg, train_data)
+        num_choices = _num_choices(cfg, train_data)
         if cfg.data.eval:
             eval_data = task_data.read_split(cfg, cfg.data.eval, "eval", labels=_vocabulary(labels))
         if chief:
             with open(os.path.join(cfg.output_dir, LABELS_FILENAME), "w", encoding="utf-8") as f:
-                json.dump({"label_names": labels, "num_choices": _num_choices(cfg, train_data)}, f, ensure_ascii=False)
-    num_choices = _num_choices(cfg, train_data)
+                json.dump({"label_names": labels, "num_choices": num_choices}, f, ensure_ascii=False)
     train_fn, eval_fn = dataset_fns(cfg, tokenizer, train_data, eval_data)
     peak = cfg.trainer.peak_flops
     if peak is None:

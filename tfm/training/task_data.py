@@ -145,8 +145,9 @@ def labelled_dataset(cfg, tokenizer, data, batch_size, training, ctx=None):
     kwargs = dict(shuffle=training, seed=seed, drop_remainder=training)
     if task == "span_qa":
         features = squad_features(cfg, tokenizer, data.examples)
-        ds = shard(features.dataset(batch_size, **kwargs).unbatch(), ctx)
-        ds = ds.batch(batch_size, drop_remainder=training)
+        ds = features.dataset(batch_size, **kwargs)
+        if ctx is not None and ctx.num_input_pipelines > 1:  # shard windows, not batches
+            ds = shard(ds.unbatch(), ctx).batch(batch_size, drop_remainder=training)
     else:
         examples = shard(data.result.dataset, ctx)
         if task == "text_classifier":

@@ -69,6 +69,13 @@ def test_markdown_table():
         "",
         "2-core X CPU, float32; measured matmul peak 76.1 GFLOP/s; measured read bandwidth 23.5 GB/s.",
     ])
+    results[0].update(tfm_fit_bf16=4012.0, keras_hub_bf16=3300.0, ratio_vs_best_keras_hub=1.215,
+                      peak_flops_bfloat16=1.5e11)
+    assert format_markdown(results).splitlines()[2].endswith(
+        "| Trainer 3,210 · fit 3,100 · fit bf16 4,012; KerasHub fit bf16 3,300; tfm / faster KerasHub 1.22× |")
+    assert format_markdown(results).splitlines()[-1] == (
+        "2-core X CPU, float32; measured matmul peak 76.1 GFLOP/s; bf16 matmul peak 150.0 GFLOP/s "
+        "(MFU of a bf16 path is against it); measured read bandwidth 23.5 GB/s.")
 
 
 def test_unknown_case_is_a_usage_error(capsys):
@@ -98,9 +105,14 @@ def test_tiny_run_both_sides_do_the_same_work(tmp_path, capsys):
     train, generate = results
     # Batch 2 x 16 tokens per step, counted by the Trainer itself and fed to both fits; logits at 3 masked
     # positions over the 512-token toy vocabulary on every side.
-    assert train["tokens_per_step"] == {"tfm_trainer": 32.0, "tfm_fit": 32.0, "keras_hub": 32.0}
-    assert train["output_shape"] == {"tfm_trainer": [2, 3, 512], "tfm_fit": [2, 3, 512], "keras_hub": [2, 3, 512]}
-    assert train["mfu_tfm"] == pytest.approx(train["tfm"] * train["flops_per_token"] / train["peak_flops"])
+    sides = ["tfm_trainer", "tfm_fit", "keras_hub", "tfm_fit_bf16", "keras_hub_bf16"]  # bf16 fits: on by default
+    assert train["tokens_per_step"] == dict.fromkeys(sides, 32.0)
+    assert train["output_shape"] == dict.fromkeys(sides, [2, 3, 512])
+    peak = train["peak_flops_bfloat16"] if train["tfm_path"].endswith("_bf16") else train["peak_flops"]
+    assert train["mfu_tfm"] == pytest.approx(train["tfm"] * train["flops_per_token"] / peak)
+    their_best = max(["keras_hub", "keras_hub_bf16"], key=lambda n: statistics.median(train["rounds"][n]))
+    assert train["keras_hub_path"] == their_best and train["ratio_vs_best_keras_hub"] == statistics.median(
+        t / k for t, k in zip(train["rounds"][train["tfm_path"]], train["rounds"][their_best]))
     # 2 rows x 8 new tokens after a 16-token prompt, read back from each library's output mask.
     assert generate["tokens_per_step"] == {"tfm": 16.0, "keras_hub": 16.0}
     assert generate["output_shape"] == {"tfm": [2, 24], "keras_hub": [2, 24]}

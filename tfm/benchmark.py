@@ -31,6 +31,8 @@ import warnings
 
 import numpy as np
 
+from tfm.benchmark_report import format_markdown  # noqa: F401  (part of this module's API)
+
 GENERATE_SAMPLER = "greedy"
 
 
@@ -174,8 +176,8 @@ def _adamw():
     return optimizer
 
 
-def fit_side(name, model, batch):
-    """`model.fit(jit_compile=True)` on a repeated batch, timed from the first step's start to the last's end."""
+def fit_side(name, model, batch, jit_compile=True):
+    """`model.fit(jit_compile=...)` on a repeated batch, timed from the first step's start to the last's end."""
     import keras
     import tensorflow as tf
 
@@ -194,7 +196,7 @@ def fit_side(name, model, batch):
                 self.end = time.perf_counter()
 
     model.compile(optimizer=_adamw(), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()], jit_compile=True)
+                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()], jit_compile=jit_compile)
     data = tf.data.Dataset.from_tensors(batch).repeat()
     timer = StepTimer()
 
@@ -312,8 +314,14 @@ def machine():
 
 
 # ------------------------------------------------------------------------------------------------ cases
-def run_case(case, tiny=False, dtype="float32", warmup=1, log=print):
-    """Runs one case; returns its result dict (`name, metric, tfm, keras_hub, ratio` plus details)."""
+def run_case(case, tiny=False, dtype="float32", warmup=1, log=print, bf16_fit=False):
+    """Runs one case; returns its result dict (`name, metric, tfm, keras_hub, ratio` plus details).
+
+    With `bf16_fit`, training cases also time both libraries under `mixed_bfloat16` through
+    `fit(jit_compile=False)` (`tfm_fit_bf16`, `keras_hub_bf16`): on CPUs with bf16 matmul units (AVX512-BF16,
+    AMX) TF's oneDNN kernels run bf16 matmuls about twice as fast as float32, while XLA's CPU backend does
+    not. `ratio` stays against KerasHub's float32 XLA fit; `ratio_vs_best_keras_hub` is against its faster path.
+    """
     import gc
 
     import keras
@@ -332,6 +340,13 @@ def run_case(case, tiny=False, dtype="float32", warmup=1, log=print):
         trainer, remove_run_dir = trainer_side("tfm_trainer", ours, batch, case, dtype)
         cleanup.append(remove_run_dir)
         sides = [trainer, fit_side("tfm_fit", ours, batch), fit_side("keras_hub", theirs, batch)]
+        if bf16_fit:
+            keras.config.set_dtype_policy("mixed_bfloat16")
+            keras.utils.set_random_seed(0)
+            ours16, theirs16 = build_models(case, config)
+            keras.config.set_dtype_policy(dtype)
+            sides += [fit_side("tfm_fit_bf16", ours16, batch, jit_compile=False),
+                      fit_side("keras_hub_bf16", theirs16, batch, jit_compile=False)]
     log(f"{case.name}: warming up, then {case.repeats} rounds of {case.steps} step(s) per side", file=sys.stderr)
     result = summarize(case, alternate(sides, case.steps, case.repeats, warmup=warmup), sides)
     if len(set(result["tokens_per_step"].values())) != 1:  # the sides did not do the same work
@@ -352,7 +367,9 @@ def add_limits(result, peak_flops=None, bandwidth=None):
     """Adds MFU (training) or the bandwidth bound (generation: all weights read once per step) to `result`."""
     if "flops_per_token" in result and peak_flops:
         fpt = result["flops_per_token"]
-        result.update(peak_flops=peak_flops, mfu_tfm=result["tfm"] * fpt / peak_flops,
+        # A bf16 path is measured against the bf16 matmul peak, a float32 one against the float32 peak.
+        tfm_peak = result.get("peak_flops_bfloat16") if result.get("tfm_path", "").endswith("_bf16") else None
+        result.update(peak_flops=peak_flops, mfu_tfm=result["tfm"] * fpt / (tfm_peak or peak_flops),
                       mfu_keras_hub=result["keras_hub"] * fpt / peak_flops)
     if "weight_bytes" in result and bandwidth:
         bound = bandwidth * result["batch_size"] / result["weight_bytes"]
@@ -365,21 +382,26 @@ def summarize(case, rates, sides):
     medians = {name: statistics.median(values) for name, values in rates.items()}
     tfm_paths = [name for name in rates if name.startswith("tfm")]
     best = max(tfm_paths, key=medians.get)
-    ratios = [ours / theirs for ours, theirs in zip(rates[best], rates["keras_hub"])]
+
+    def ratio(theirs):
+        return statistics.median(ours / other for ours, other in zip(rates[best], rates[theirs]))
+
     result = {"name": case.name, "metric": case.metric, "tfm": medians[best], "keras_hub": medians["keras_hub"],
-              "ratio": statistics.median(ratios), "batch_size": case.batch_size,
-              "sequence_length": case.sequence_length}
+              "ratio": ratio("keras_hub"), "batch_size": case.batch_size, "sequence_length": case.sequence_length}
     if case.new_tokens:
         result["new_tokens"] = case.new_tokens
-    else:  # both tfm paths, and which was faster
-        result.update({"tfm_path": best, **{name: medians[name] for name in tfm_paths}})
+    else:  # every path's median, which tfm path was faster, and the ratio against KerasHub's faster path
+        their_best = max((n for n in rates if n.startswith("keras_hub")), key=medians.get)
+        result.update({"tfm_path": best, **{name: medians[name] for name in rates if name != "keras_hub"},
+                       "keras_hub_path": their_best, "ratio_vs_best_keras_hub": ratio(their_best)})
     result["tokens_per_step"] = {side.name: side.tokens_per_step for side in sides}
     result["output_shape"] = {side.name: side.output_shape for side in sides}
     result["rounds"] = rates
     return result
 
 
-def run_benchmark(names=None, tiny=False, dtype="float32", repeats=None, steps=None, warmup=1, log=print):
+def run_benchmark(names=None, tiny=False, dtype="float32", repeats=None, steps=None, warmup=1, log=print,
+                  bf16_fit=False):
     """Runs the named cases (all by default); returns the list of result dicts.
 
     Args:
@@ -390,6 +412,7 @@ def run_benchmark(names=None, tiny=False, dtype="float32", repeats=None, steps=N
         steps: optional int, steps per round (default: the case's).
         warmup: int, untimed calls per side before timing (the first one compiles).
         log: print-like callable for progress lines.
+        bf16_fit: bool, also time both libraries' `mixed_bfloat16` fits without XLA (see `run_case`).
     """
     names = list(CASES) if names is None else list(names)
     unknown = [n for n in names if n not in CASES]
@@ -402,7 +425,7 @@ def run_benchmark(names=None, tiny=False, dtype="float32", repeats=None, steps=N
     # Peak and bandwidth are re-measured before each case and the best is kept: other processes on a shared
     # machine only ever make a measurement slower.
     peak_dtype = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}[dtype]
-    peak = bandwidth = 0.0
+    peak = peak_bf16 = bandwidth = 0.0
     where = machine()
     results = []
     for case in cases:
@@ -410,45 +433,17 @@ def run_benchmark(names=None, tiny=False, dtype="float32", repeats=None, steps=N
             bandwidth = max(bandwidth, measure_bandwidth())
         else:
             peak = max(peak, measure_peak_flops(dtype=peak_dtype))
-        result = run_case(case, tiny=tiny, dtype=dtype, warmup=warmup, log=log)
+            if bf16_fit:
+                peak_bf16 = max(peak_bf16, measure_peak_flops(dtype="bfloat16"))
+        result = run_case(case, tiny=tiny, dtype=dtype, warmup=warmup, log=log, bf16_fit=bf16_fit)
         result.update(dtype=dtype, machine=where)
+        if bf16_fit and not case.new_tokens:
+            result["peak_flops_bfloat16"] = peak_bf16
         results.append(result)
     return [add_limits(r, peak or None, bandwidth or None) for r in results]
 
 
-# ------------------------------------------------------------------------------------------------ reporting
-def _rate(value):
-    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
-
-
-def format_markdown(results):
-    """The results as a markdown table (one row per case) followed by the measured peak/bandwidth."""
-    lines = ["| case | metric | tfm | KerasHub | tfm / KerasHub | MFU tfm | MFU KerasHub | notes |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
-    for r in results:
-        mfu = [f"{r[k]:.1%}" if r.get(k) is not None else "–" for k in ("mfu_tfm", "mfu_keras_hub")]
-        if "tfm_path" in r:
-            notes = f"Trainer {_rate(r['tfm_trainer'])} · fit {_rate(r['tfm_fit'])}"
-        elif r.get("bandwidth_bound"):
-            notes = f"bandwidth bound {_rate(r['bandwidth_bound'])} (tfm at {r['tfm_fraction_of_bound']:.0%})"
-        else:
-            notes = ""
-        lines.append(f"| {r['name']} | {r['metric']} | {_rate(r['tfm'])} | {_rate(r['keras_hub'])} | "
-                     f"{r['ratio']:.2f}× | {mfu[0]} | {mfu[1]} | {notes} |")
-    facts = []
-    peak = next((r["peak_flops"] for r in results if r.get("peak_flops")), None)
-    bandwidth = next((r["bandwidth"] for r in results if r.get("bandwidth")), None)
-    if results and results[0].get("machine"):
-        facts.append(f"{results[0]['machine']}, {results[0].get('dtype', 'float32')}")
-    if peak:
-        facts.append(f"measured matmul peak {peak / 1e9:,.1f} GFLOP/s")
-    if bandwidth:
-        facts.append(f"measured read bandwidth {bandwidth / 1e9:.1f} GB/s")
-    if facts:
-        lines += ["", "; ".join(facts) + "."]
-    return "\n".join(lines)
-
-
+# ------------------------------------------------------------------------------------------------ command line
 def add_commands(subparsers):
     """Registers `tfm bench`."""
     _add_arguments(subparsers.add_parser("bench", help="Benchmark tfm against KerasHub (training, generation).",
@@ -463,6 +458,8 @@ def _add_arguments(parser):
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per side first (compiles)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"])
     parser.add_argument("--tiny", action="store_true", help="toy model sizes: checks the code paths quickly")
+    parser.add_argument("--no-bf16-fit", dest="bf16_fit", action="store_false",
+                        help="skip the mixed_bfloat16 non-XLA fits of both libraries (on by default with float32)")
     parser.set_defaults(func=_bench)
 
 
@@ -478,7 +475,8 @@ def _case_names(text):
 
 def _bench(args):
     results = run_benchmark(args.cases, tiny=args.tiny, dtype=args.dtype, repeats=args.repeats, steps=args.steps,
-                            warmup=args.warmup, log=lambda *parts, **kw: print(*parts, **kw, flush=True))
+                            warmup=args.warmup, log=lambda *parts, **kw: print(*parts, **kw, flush=True),
+                            bf16_fit=args.bf16_fit and args.dtype == "float32")
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

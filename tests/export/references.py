@@ -36,8 +36,22 @@ def embed(task, tokenizer, texts, length):
     return (sequence * mask).sum(1) / mask.sum(1)
 
 
+def _constrained_tags(log_probs, label_names):
+    """Best BIO-valid tag ids by exhaustive dynamic programming in plain Python (no tfm code)."""
+    def ok(prev, tag):
+        return not tag.startswith("I-") or (prev is not None and prev[:1] in "BI" and prev[2:] == tag[2:])
+
+    best = {j: (float(log_probs[0, j]), [j]) for j, t in enumerate(label_names) if ok(None, t)} if len(log_probs) else {}
+    for w in range(1, len(log_probs)):
+        best = {j: max((score + float(log_probs[w, j]), path + [j]) for i, (score, path) in best.items()
+                       if ok(label_names[i], t)) for j, t in enumerate(label_names)
+                if any(ok(label_names[i], t) for i in best)}
+    return max(best.values())[1] if best else []
+
+
 def entities(task, tokenizer, texts, length, label_names):
-    """Per text, a list of `(text, type, char_start, char_end, score)` decoded with `tfm.metrics.get_entities`."""
+    """Per text, a list of `(text, type, char_start, char_end, score)`: BIO-valid best tags, chunked with
+    `tfm.metrics.get_entities`; score = mean probability of the chosen tags."""
     ids, begins, ends = (r.to_list() for r in tokenizer.tokenize_with_offsets(tf.constant(texts)))
     keep = length - 2
     ragged = tf.ragged.constant([row[:keep] for row in ids], dtype=tf.int32, ragged_rank=1)
@@ -49,12 +63,13 @@ def entities(task, tokenizer, texts, length, label_names):
         first_pieces = [t for t in range(len(row)) if t == 0 or starts[t]]
         last_pieces = [t - 1 for t in first_pieces[1:]] + [len(row) - 1]
         word_probs = probs[n, 1 + np.array(first_pieces, int)] if row else np.zeros((0, len(label_names)))
-        tags = [label_names[i] for i in word_probs.argmax(-1)]
+        tag_ids = _constrained_tags(np.log(word_probs + 1e-30), label_names)
+        tags = [label_names[i] for i in tag_ids]
         char_of = _char_index_of_bytes(text)
         found = []
         for kind, first, last in get_entities(tags):
             start, end = char_of[begins[n][first_pieces[first]]], char_of[ends[n][last_pieces[last]]]
-            score = float(word_probs[first:last + 1].max(-1).mean())
+            score = float(np.mean([word_probs[w, tag_ids[w]] for w in range(first, last + 1)]))
             found.append((text[start:end], kind, start, end, score))
         results.append(found)
     return results

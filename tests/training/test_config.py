@@ -57,7 +57,7 @@ def test_schema_keys_and_defaults():
     assert d["task"] == {
         "name": "masked_lm", "num_classes": 2, "num_labels": None, "label_names": None, "init_checkpoint": None,
         "max_predictions": 20, "mask_rate": 0.15, "whole_word_masking": False, "tagging_scheme": "IOB2",
-        "next_sentence": False, "num_choices": None, "doc_stride": 128, "max_query_length": 64,
+        "lstm_units": None, "next_sentence": False, "num_choices": None, "doc_stride": 128, "max_query_length": 64,
         "max_answer_length": 30, "version_2": False,
     }
     assert d["model"] == {

@@ -101,8 +101,11 @@ def test_init_checkpoint_takes_the_pretrained_backbone_and_tokenizer(tmp_path):
     # A checkpoint path inside the run dir works too; a missing path names the key.
     ckpt = os.path.join(pre_cfg.output_dir, "checkpoints", "ckpt-3")
     cfg2 = _config(tmp_path / "ft2", {"name": "text_classifier", "init_checkpoint": ckpt}, [train], [dev],
-                   data={"format": "tsv"})
-    assert build_task(cfg2, tokenizer, ["0", "1"]).backbone.count_params() == pretrained.count_params()
+                   data={"format": "tsv"}, model={"dropout": 0.3})  # this stage's dropout, pretrained weights
+    backbone = build_task(cfg2, tokenizer, ["0", "1"]).backbone
+    assert backbone.count_params() == pretrained.count_params() and (pretrained.dropout, backbone.dropout) == (0, 0.3)
+    for ours, theirs in zip(backbone.weights, pretrained.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     cfg3 = _config(tmp_path / "ft3", {"name": "text_classifier", "init_checkpoint": str(tmp_path / "nope")},
                    [train], [dev], data={"format": "tsv"})
     with pytest.raises(FileNotFoundError, match="task.init_checkpoint=.*nope"):
@@ -236,3 +239,36 @@ def test_multiple_choice_through_tfm_train_learns_a_toy(tmp_path):
     assert trainer.model.num_choices == 3
     assert metrics["accuracy"] > 0.6, metrics  # chance is 1/3 on the 60 held-out questions (measured 0.717)
     assert evaluate_run(cfg.output_dir)["accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+@pytest.mark.slow
+def test_zh_ner_slice_with_bilstm_head_learns_and_decodes_well_formed_chunks(tmp_path):
+    # The configs/zh_ner.yaml recipe on a slice: BiLSTM tagger head, TF kernels (no XLA), BIO-constrained decoding.
+    paths = []
+    for name, n in (("train.txt", 1500), ("dev.txt", 300)):
+        sentences = open(shared_data("zh_ner", name), encoding="utf-8").read().split("\n\n")[:n]
+        (tmp_path / name).write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
+        paths.append(tmp_path / name)
+    cfg = _config(tmp_path, {"name": "token_classifier", "lstm_units": 32}, paths[:1], paths[1:],
+                  data={"format": "conll", "sequence_length": 64, "tokenizer": {"vocab_size": 3000}},
+                  trainer={"steps": 400, "batch_size": 32, "learning_rate": 3e-3, "warmup_steps": 40,
+                           "eval_every": 400, "checkpoint_every": 400, "jit_compile": False},
+                  model={"hidden_dim": 64, "intermediate_dim": 128})
+    run_experiment(cfg, verbose=False)
+    run = load_run(cfg.output_dir)
+    assert run.task.lstm_units == 32 and run.task.get_layer("lstm").forward_layer.units == 32
+    data = task_data.read_split(cfg, cfg.data.eval, "dev", task_data.tfm_data.LabelVocabulary(run.label_names))
+    scalars, report = task_report(run.task, cfg, run.tokenizer, data, run.label_names)
+    print(report["text"])
+    assert report["entities"]["micro avg"]["support"] > 400
+    assert scalars["entity_f1"] > 0.35, scalars  # all-O scores 0
+    # The decoder never emits a chunk without its B- tag, which per-token argmax does.
+    batches = list(task_data.labelled_dataset(cfg, run.tokenizer, data, 64, False))
+    logits = np.concatenate([run.task(x).numpy() for x, _, _ in batches])
+    labels = np.concatenate([y.numpy() for _, y, _ in batches])
+    from tfm.tasks import decode_tags
+
+    _, pred = decode_tags(logits, labels, run.label_names)
+    broken = [(a, b) for row in pred for a, b in zip(["O"] + row, row)
+              if b.startswith("I-") and a[2:] != b[2:]]
+    assert not broken

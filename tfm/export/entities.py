@@ -1,14 +1,15 @@
 """TokenClassifier serving: raw text -> entities with types, character offsets and scores, all in-graph.
 
 Words are the tokenizer's words (BERT pre-tokenization: whitespace and punctuation split, CJK characters
-alone); as in training, a word's tag is the prediction at its first piece. Tags are chunked into entities
-with seqeval's default (conlleval) rules, the same as `tfm.metrics.get_entities(tags)`, so BIO and
-IOBES tags both work.
+alone); as in training, a word's scores are those at its first piece. Each text's word tags are the best
+well-formed BIO / IOBES sequence (`tfm.tasks.tagging.viterbi_decode`, as `tfm evaluate` decodes them), then
+chunked into entities with seqeval's default (conlleval) rules, the same as `tfm.metrics.get_entities(tags)`.
 """
 
 import tensorflow as tf
 
 from tfm.export.serving import STRINGS, EncoderModule
+from tfm.tasks.tagging import allowed_transitions, viterbi_decode
 from tfm.export.text_ops import byte_to_char_offsets, clean_text
 
 # Tag prefixes as integers; O also stands for "no word" (before the first and after the last word).
@@ -84,6 +85,7 @@ class TokenClassifierModule(EncoderModule):
             raise ValueError(f"a {tokenizer.kind!r} tokenizer gives no offsets; use WordPiece or SentencePiece")
         self.label_names = list(label_names)
         self.prefixes, self.type_ids, self.type_names = parse_tags(self.label_names)
+        self.transitions = allowed_transitions(self.label_names)
 
     def tag(self, text):
         text = clean_text(text)
@@ -104,8 +106,10 @@ class TokenClassifierModule(EncoderModule):
         word_begin = tf.boolean_mask(begins.flat_values, is_start)
         word_end = tf.math.unsorted_segment_max(ends.flat_values, word_of_token, num_words)
         word_probs = tf.boolean_mask(token_probs, is_start)  # (W, K): the first piece decides
-        word_tag = tf.argmax(word_probs, axis=-1, output_type=tf.int32)
-        word_score = tf.reduce_max(word_probs, axis=-1)
+        per_text = tf.RaggedTensor.from_value_rowids(tf.math.log(word_probs + 1e-30), word_row, nrows=batch)
+        tags = viterbi_decode(per_text.to_tensor(), per_text.row_lengths(), *self.transitions)
+        word_tag = tf.RaggedTensor.from_tensor(tags, lengths=per_text.row_lengths()).flat_values  # (W,)
+        word_score = tf.gather(word_probs, word_tag, batch_dims=1)
 
         # Neighbouring tags inside each row ("O" across row boundaries), then seqeval's chunk rules.
         prefix = tf.gather(tf.constant(self.prefixes, tf.int32), word_tag)

@@ -14,6 +14,15 @@ def _mix32(h):
     return tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
 
 
+def _compiling_with_xla():
+    """True while tracing a `tf.function(jit_compile=True)` (Keras `jit_compile=True` steps, the Trainer's)."""
+    if tf.executing_eagerly():
+        return False
+    from tensorflow.python.ops import control_flow_util  # TF's own test of the same (no public API)
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 @keras.saving.register_keras_serializable(package="tfm")
 class HashDropout(keras.layers.Dropout):
     """`keras.layers.Dropout` whose mask hashes (seed, element index) instead of drawing from TF's RNG.
@@ -22,7 +31,9 @@ class HashDropout(keras.layers.Dropout):
     costing about a quarter of a BERT-mini training step; the hash is a dozen integer ops that fuse into the
     neighbouring elementwise work. Same rate, same `1 / (1 - rate)` scaling, same per-layer `SeedGenerator`
     (one state step per call, so checkpointed states still replay the same masks); only the random
-    stream differs. `noise_shape` falls back to Keras' implementation.
+    stream differs. Outside an XLA-compiled function (eager, or `jit_compile=False`) nothing fuses the
+    hash's dozen ops, each a pass over the tensor, so there Keras' own kernel is used; so it is for
+    `noise_shape`.
 
     Args:
         rate: float in [0, 1), fraction of the inputs zeroed.
@@ -34,7 +45,7 @@ class HashDropout(keras.layers.Dropout):
     """
 
     def call(self, inputs, training=False):
-        if not training or self.rate == 0 or self.noise_shape is not None:
+        if not training or self.rate == 0 or self.noise_shape is not None or not _compiling_with_xla():
             return super().call(inputs, training=training)
         seed = tf.cast(self.seed_generator.next(), tf.uint32)  # (2,)
         xor = tf.bitwise.bitwise_xor

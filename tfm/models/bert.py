@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from tfm.layers import PositionEmbedding, TokenEmbedding, TransformerEncoderBlock
+from tfm.layers.attention import HashDropout
 from tfm.models.backbone import Backbone
 
 # Turc et al. 2019 ("Well-Read Students Learn Better") for tiny..medium; Devlin et al. 2019 for base/large.
@@ -94,7 +95,7 @@ class BertBackbone(Backbone):
         embeddings_layer_norm = keras.layers.LayerNormalization(
             epsilon=1e-12, dtype=dtype, name="embeddings_layer_norm"
         )
-        embeddings_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")
+        embeddings_dropout = HashDropout(dropout, dtype=dtype, name="embeddings_dropout")
         blocks = [
             TransformerEncoderBlock(
                 num_heads,

@@ -104,6 +104,7 @@ class TaskConfig(_Config):
     mask_rate: float = 0.15
     whole_word_masking: bool = False
     tagging_scheme: Literal["IOB2", "IOBES"] = "IOB2"
+    lstm_units: Optional[int] = None  # token_classifier: a BiLSTM of this many units per direction before the tags
     next_sentence: bool = False  # masked_lm: add the next-sentence head and sentence-pair data
     num_choices: Optional[int] = None  # multiple_choice: default from the training data
     doc_stride: int = 128  # span_qa: tokens between the starts of a long context's windows
@@ -114,7 +115,7 @@ class TaskConfig(_Config):
     def _validate(self):
         _check(self, "num_classes max_predictions doc_stride max_query_length max_answer_length", *_POSITIVE)
         _check(self, "num_choices", *_POSITIVE, optional=True)
-        _check(self, "num_labels", *_POSITIVE, optional=True)
+        _check(self, "num_labels lstm_units", *_POSITIVE, optional=True)
         _check(self, "mask_rate", lambda v: 0.0 < v < 1.0, "in (0, 1)")
         names = self.label_names
         if names is not None:
@@ -135,7 +136,7 @@ class ModelConfig(_Config):
     num_heads: Optional[int] = None
     hidden_dim: Optional[int] = None
     intermediate_dim: Optional[int] = None
-    dropout: Optional[float] = None
+    dropout: Optional[float] = None  # also applies when fine-tuning from task.init_checkpoint
     max_sequence_length: Optional[int] = None
     num_segments: Optional[int] = None
 

@@ -108,6 +108,11 @@ def _initial_backbone(cfg, tokenizer):
         raise ValueError(f"task.init_checkpoint={cfg.task.init_checkpoint!r} has a vocabulary of "
                          f"{backbone.vocabulary_size} tokens but the tokenizer has {tokenizer.vocabulary_size}; "
                          f"leave data.tokenizer.path unset to use the checkpoint's tokenizer")
+    dropout = cfg.model.dropout
+    if dropout is not None and dropout != backbone.dropout:  # this stage's dropout, on the pretrained weights
+        rebuilt = type(backbone).from_config({**backbone.get_config(), "dropout": dropout})
+        rebuilt.set_weights(backbone.get_weights())
+        backbone = rebuilt
     return backbone
 
 
@@ -131,7 +136,8 @@ def build_task(cfg, tokenizer, label_names=None, num_choices=None, initialize=Tr
     if t.name == "text_classifier":
         return tasks.TextClassifier(backbone, len(label_names) if label_names else t.num_classes)
     if t.name == "token_classifier":
-        return tasks.TokenClassifier(backbone, len(label_names) if label_names else t.num_labels)
+        return tasks.TokenClassifier(backbone, len(label_names) if label_names else t.num_labels,
+                                     lstm_units=t.lstm_units)
     if t.name == "span_qa":
         return tasks.SpanQA(backbone)
     return tasks.MultipleChoice(backbone, t.num_choices or num_choices)

@@ -261,7 +261,7 @@ def test_zh_ner_slice_with_bilstm_head_learns_and_decodes_well_formed_chunks(tmp
     scalars, report = task_report(run.task, cfg, run.tokenizer, data, run.label_names)
     print(report["text"])
     assert report["entities"]["micro avg"]["support"] > 400
-    assert scalars["entity_f1"] > 0.35, scalars  # all-O scores 0
+    assert scalars["entity_f1"] > 0.25, scalars  # measured 0.372; all-O scores 0
     # The decoder never emits a chunk without its B- tag, which per-token argmax does.
     batches = list(task_data.labelled_dataset(cfg, run.tokenizer, data, 64, False))
     logits = np.concatenate([run.task(x).numpy() for x, _, _ in batches])

@@ -8,6 +8,8 @@ the median of the per-round tfm/KerasHub ratios.
 Training on the tfm side is timed through both paths we ship: the `Trainer`'s XLA-compiled step (what
 `tfm train` runs) and `model.fit(jit_compile=True)`; `tfm` is the faster of the two (by median), both are in
 the JSON. KerasHub's `BertMaskedLM` / `GPT2CausalLM` train with `fit(jit_compile=True)` and the same AdamW.
+With float32 runs, both libraries are also timed under `mixed_bfloat16` through `fit(jit_compile=False)` (see
+`run_case`); `ratio` stays against KerasHub's float32 XLA fit, `ratio_vs_best_keras_hub` against its faster path.
 MFU = tokens/s x analytical FLOPs per token (`tfm.training.flops`: 6N + attention, MLM head only at the
 masked positions) / the peak of a large matmul measured in this process. Generation is greedy, 16-token
 prompt, 64 new tokens; its limit at batch 1 is memory bandwidth (every weight read once per token), which is

@@ -9,37 +9,8 @@ chunked into entities with seqeval's default (conlleval) rules, the same as `tfm
 import tensorflow as tf
 
 from tfm.export.serving import STRINGS, EncoderModule
-from tfm.tasks.tagging import allowed_transitions, viterbi_decode
 from tfm.export.text_ops import byte_to_char_offsets, clean_text
-
-# Tag prefixes as integers; O also stands for "no word" (before the first and after the last word).
-O, B, I, E, S = range(5)
-_PREFIX_CODES = {"O": O, "B": B, "I": I, "E": E, "S": S}
-
-
-def parse_tags(label_names):
-    """Prefix codes, entity type ids and the type names of tags like `B-PER` / `O`.
-
-    Args:
-        label_names: list of str, `O` or `<B|I|E|S>-<TYPE>`.
-
-    Returns:
-        (prefixes, type_ids, type_names): lists; `O` has type id -1.
-    """
-    prefixes, type_ids, type_names = [], [], []
-    for name in label_names:
-        if name == "O":
-            prefixes.append(O)
-            type_ids.append(-1)
-            continue
-        prefix, _, type_name = name.partition("-")
-        if prefix not in "BIES" or len(prefix) != 1 or not type_name:
-            raise ValueError(f"tag {name!r} is not 'O' or '<B|I|E|S>-TYPE'; entity export needs BIO/IOBES tags")
-        if type_name not in type_names:
-            type_names.append(type_name)
-        prefixes.append(_PREFIX_CODES[prefix])
-        type_ids.append(type_names.index(type_name))
-    return prefixes, type_ids, type_names
+from tfm.tasks.tagging import B, E, I, O, S, allowed_transitions, parse_tags, viterbi_decode
 
 
 def _any_of(codes, *values):
@@ -84,7 +55,11 @@ class TokenClassifierModule(EncoderModule):
         if not tokenizer.has_offsets:
             raise ValueError(f"a {tokenizer.kind!r} tokenizer gives no offsets; use WordPiece or SentencePiece")
         self.label_names = list(label_names)
-        self.prefixes, self.type_ids, self.type_names = parse_tags(self.label_names)
+        try:
+            self.prefixes, self.type_ids, self.type_names = parse_tags(self.label_names)
+        except ValueError as error:
+            raise ValueError(f"entity export needs BIO/IOBES tags: a tag that is not 'O' or '<B|I|E|S>-TYPE' has "
+                             f"no entity meaning ({error})") from None
         self.transitions = allowed_transitions(self.label_names)
 
     def tag(self, text):

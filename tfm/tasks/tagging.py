@@ -13,9 +13,39 @@ import tensorflow as tf
 _FORBIDDEN = -1e4  # added to a disallowed transition's score; finite so that XLA / float16 stay NaN-free
 
 
-def _split(tag):
-    prefix, _, kind = tag.partition("-")
-    return (prefix, kind) if tag != "O" else ("O", "")
+# Tag prefixes as integers; O also stands for "no word" (before the first and after the last word).
+O, B, I, E, S = range(5)
+_PREFIX_CODES = {"B": B, "I": I, "E": E, "S": S}
+
+
+def parse_tags(label_names):
+    """Prefix codes, entity type ids and the type names of tags like `B-PER` / `O`.
+
+    Args:
+        label_names: list of str, `O` or `<B|I|E|S>-<TYPE>`.
+
+    Returns:
+        (prefixes, type_ids, type_names): lists; `O` has type id -1.
+
+    Raises:
+        ValueError: naming every tag of another form.
+    """
+    prefixes, type_ids, type_names, unknown = [], [], [], []
+    for name in label_names:
+        prefix, _, type_name = name.partition("-")
+        if name == "O":
+            prefixes.append(O)
+            type_ids.append(-1)
+        elif prefix not in _PREFIX_CODES or not type_name:
+            unknown.append(name)
+        else:
+            if type_name not in type_names:
+                type_names.append(type_name)
+            prefixes.append(_PREFIX_CODES[prefix])
+            type_ids.append(type_names.index(type_name))
+    if unknown:
+        raise ValueError(f"tags {unknown} are not O or B-/I-/E-/S-<type>; cannot decode under a tagging scheme")
+    return prefixes, type_ids, type_names
 
 
 def allowed_transitions(label_names):
@@ -36,25 +66,21 @@ def allowed_transitions(label_names):
     >>> (t == 0).astype(int).tolist(), (s == 0).astype(int).tolist()
     ([[1, 1, 0], [1, 1, 1], [1, 1, 1]], [1, 1, 0])
     """
-    parts = [_split(t) for t in label_names]
-    unknown = [t for t, (p, _) in zip(label_names, parts) if p not in ("O", "B", "I", "E", "S")]
-    if unknown:
-        raise ValueError(f"tags {unknown} are not O or B-/I-/E-/S-<type>; cannot decode under a tagging scheme")
-    iobes = any(p in ("E", "S") for p, _ in parts)
+    prefixes, types, _ = parse_tags(label_names)
+    iobes = any(p in (E, S) for p in prefixes)
 
     def opens(p):  # a tag after which the chunk must go on (IOBES only)
-        return iobes and p in ("B", "I")
+        return iobes and p in (B, I)
 
-    def allowed(prev, nxt):
-        (pp, pk), (np_, nk) = prev, nxt
-        if np_ in ("I", "E"):
-            return pp in ("B", "I") and pk == nk
-        return not opens(pp)
+    def allowed(i, j):
+        if prefixes[j] in (I, E):
+            return prefixes[i] in (B, I) and types[i] == types[j]
+        return not opens(prefixes[i])
 
     k = len(label_names)
-    transitions = np.array([[allowed(parts[i], parts[j]) for j in range(k)] for i in range(k)])
-    start = np.array([p not in ("I", "E") for p, _ in parts])
-    end = np.array([not opens(p) for p, _ in parts])
+    transitions = np.array([[allowed(i, j) for j in range(k)] for i in range(k)])
+    start = np.array([p not in (I, E) for p in prefixes])
+    end = np.array([not opens(p) for p in prefixes])
     as_scores = lambda ok: np.where(ok, 0.0, _FORBIDDEN).astype("float32")  # noqa: E731
     return as_scores(transitions), as_scores(start), as_scores(end)
 

@@ -21,7 +21,7 @@ def decode_tags(logits, labels, label_names, ignore_label=IGNORE_LABEL, constrai
         label_names: list of str, tag name of each label id.
         ignore_label: int.
         constrained: `"auto"` decodes the best well-formed tag sequence over the words
-            (`tfm.tasks.tagging.viterbi_decode` on log-softmax scores) when the names are BIO / IOBES tags,
+            (`tfm.tasks.tagging.viterbi_decode` on the word logits) when the names are BIO / IOBES tags,
             plain per-word argmax otherwise (e.g. POS tags); True requires the former, False forces argmax.
 
     Returns:
@@ -46,11 +46,10 @@ def decode_tags(logits, labels, label_names, ignore_label=IGNORE_LABEL, constrai
                 raise
     if rules is None:
         return true_tags, [[label_names[i] for i in guess[k]] for guess, k in zip(logits.argmax(-1), keep)]
-    # Compact each row to its word starts (stable sort puts them first, in order), then decode.
+    # Compact each row to its word starts (stable sort puts them first, in order), then decode. Logits decode
+    # as log-softmax would: normalizing subtracts one constant per word, the same for every tag sequence.
     order = np.argsort(~keep, axis=1, kind="stable")
     words = np.take_along_axis(logits.astype("float32"), order[..., None], axis=1)
-    words = words - words.max(-1, keepdims=True)
-    words = words - np.log(np.exp(words).sum(-1, keepdims=True))  # log-softmax
     lengths = keep.sum(1)
     ids = viterbi_decode(words, lengths, *rules).numpy()
     return true_tags, [[label_names[i] for i in row[:n]] for row, n in zip(ids, lengths)]

@@ -80,3 +80,14 @@ def test_config_round_trip_keeps_the_class():
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(clone) is HashDropout and clone.rate == 0.2 and clone.name == "drop"
     assert [v.name for v in layer.non_trainable_variables] == [v.name for v in clone.non_trainable_variables]
+
+
+def test_eager_mask_is_16_bit_exact_in_bfloat16_and_handles_odd_sizes():
+    # Outside XLA the mask compares 16-bit random halves with rate * 2^16, so a bf16 input keeps the
+    # requested rate (Keras' bf16 uniform draws drop 0.1016 for rate 0.1).
+    layer = HashDropout(0.1, seed=7, dtype="mixed_bfloat16")
+    y = _eager(layer, np.ones((4, 1024, 1024), "float32"))  # 4M elements: 4 SD = 0.0006
+    assert y.dtype == tf.bfloat16.as_numpy_dtype
+    assert abs((y == 0).mean() - 0.1) < 0.0006
+    odd = _eager(HashDropout(0.5, seed=2), np.ones((7, 13), "float32"))
+    assert odd.shape == (7, 13) and 0 < (odd == 0).sum() < 91

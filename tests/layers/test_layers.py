@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import tensorflow as tf
 import pytest
 from keras import ops
 
@@ -88,7 +89,17 @@ def test_embeddings():
     ids = np.array([[1, 2, 3], [4, 5, 0]], "int32")
     emb = run_layer_test(TokenEmbedding, {"vocabulary_size": 7, "hidden_dim": 4}, ids, (2, 3, 4), 1, expected_trainable_params=28)
     logits = np.asarray(emb(np.ones((2, 3, 4), "float32"), reverse=True))
-    np.testing.assert_allclose(logits, np.ones((2, 3, 4)) @ np.asarray(emb.embeddings).T, rtol=1e-6)
+    np.testing.assert_allclose(logits, np.ones((2, 3, 4)) @ np.asarray(emb.embeddings).T, rtol=1e-5, atol=1e-7)
+    # The tied projection's gradient, for 3-D and 2-D hidden states: d sum(w * x E^T) / dE = w^T x.
+    for shape in [(2, 3, 4), (5, 4)]:
+        x = np.random.default_rng(0).normal(size=shape).astype("float32")
+        w = np.random.default_rng(1).normal(size=shape[:-1] + (7,)).astype("float32")
+        with tf.GradientTape() as tape:
+            out = emb(x, reverse=True)
+            total = tf.reduce_sum(out * w)
+        assert tuple(out.shape) == shape[:-1] + (7,)
+        expected = w.reshape(-1, 7).T @ x.reshape(-1, 4)
+        np.testing.assert_allclose(tape.gradient(total, emb.embeddings).numpy(), expected, rtol=1e-5, atol=1e-5)
     pos = run_layer_test(PositionEmbedding, {"max_sequence_length": 6, "hidden_dim": 4}, np.zeros((2, 3, 4), "float32"), (2, 3, 4), 1)
     np.testing.assert_array_equal(np.asarray(pos(np.zeros((1, 2, 4)), start_index=3))[0], np.asarray(pos.embeddings)[3:5])
 

@@ -1,6 +1,7 @@
 """Token (tied, reversible) and learned position embeddings."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -38,8 +39,13 @@ class TokenEmbedding(keras.layers.Layer):
 
     def call(self, inputs, reverse=False):
         if reverse:
+            # `x @ E^T` as one 2-D matmul with transpose_b: its kernel gradient is then `g^T x`, written
+            # straight in the (vocab, hidden) layout, instead of `x^T g` (hidden, vocab) plus a transpose,
+            # which on CPU ran at about half the speed of the other two vocabulary-sized matmuls.
             kernel = ops.cast(self.embeddings, self.compute_dtype)
-            return ops.matmul(inputs, ops.transpose(kernel))
+            flat = tf.reshape(inputs, [-1, self.hidden_dim])
+            logits = tf.matmul(flat, kernel, transpose_b=True)
+            return tf.reshape(logits, tf.concat([tf.shape(inputs)[:-1], [self.vocabulary_size]], 0))
         ids = ops.cast(inputs, "int32")
         return ops.cast(ops.take(self.embeddings, ids, axis=0), self.compute_dtype)
 

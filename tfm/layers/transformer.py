@@ -4,6 +4,7 @@ import keras
 
 from tfm.layers.activations import get_activation
 from tfm.layers.attention import HashDropout, MultiHeadAttention, causal_attention_mask, padding_attention_mask
+from tfm.layers.dense import Dense
 from keras import ops
 
 
@@ -46,9 +47,9 @@ class _TransformerBlock(keras.layers.Layer):
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="feedforward_layer_norm"
         )
         self.feedforward_layer_norm.build(hidden_shape)
-        self.intermediate_dense = keras.layers.Dense(self.intermediate_dim, name="intermediate_dense", **common)
+        self.intermediate_dense = Dense(self.intermediate_dim, name="intermediate_dense", **common)
         self.intermediate_dense.build(hidden_shape)
-        self.output_dense = keras.layers.Dense(self.hidden_dim, name="output_dense", **common)
+        self.output_dense = Dense(self.hidden_dim, name="output_dense", **common)
         self.output_dense.build((None, None, self.intermediate_dim))
         self.attention_dropout = HashDropout(self.dropout, dtype=self.dtype_policy, name="attention_dropout")
         self.feedforward_dropout = HashDropout(self.dropout, dtype=self.dtype_policy, name="feedforward_dropout")

@@ -116,6 +116,13 @@ def test_run_dir_holds_config_tokenizer_and_tensorboard_scalars(tmp_path):
     assert [s for s, _ in evals["accuracy"]] == [12, 24] and [s for s, _ in evals["loss"]] == [12, 24]
     metrics = yaml.safe_load((run / "metrics.json").read_text())
     assert metrics["step"] == 24 and metrics["accuracy"] == pytest.approx(float(evals["accuracy"][-1][1]), rel=1e-5)
+    # Training a finished run again restores it, trains nothing and evaluates it again: the same numbers,
+    # no second eval event, and metrics.json keeps its metrics.
+    again = subprocess.run([TFM, "train", str(_config(tmp_path, corpus))], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "eval at step 24: " in again.stdout and f"accuracy={metrics['accuracy']:.4f}" in again.stdout
+    assert [s for s, _ in _events(run / "eval")["accuracy"]] == [12, 24]
+    assert yaml.safe_load((run / "metrics.json").read_text()) == pytest.approx(metrics, rel=1e-5)
 
 
 def test_gradient_accumulation_equals_one_large_batch(tmp_path):

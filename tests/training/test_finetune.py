@@ -79,9 +79,11 @@ def test_text_classifier_pretrain_then_finetune_learns_and_evaluate_reproduces(t
     y_pred = np.concatenate([np.argmax(run.task(x).numpy(), -1) for x, _ in x_y])
     assert report["accuracy"] == pytest.approx(tfm_metrics.accuracy(y_true, y_pred))
     assert report["matthews_corrcoef"] == pytest.approx(tfm_metrics.matthews_corrcoef(y_true, y_pred))
-    # Running the same command again resumes both stages: nothing is retrained.
+    # Running the same command again resumes both stages: nothing is retrained, the final scores come back.
     again, trainer2 = run_experiment(cfg, verbose=False)
-    assert trainer2.restored_from.endswith("ckpt-300") and again == {}
+    assert trainer2.restored_from.endswith("ckpt-300") and again.keys() == metrics.keys()
+    for key in ("loss", "accuracy", "macro_f1", "matthews_corrcoef"):
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key
 
 
 def test_init_checkpoint_takes_the_pretrained_backbone_and_tokenizer(tmp_path):

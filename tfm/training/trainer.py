@@ -240,7 +240,7 @@ class Trainer:
         progress = keras.utils.Progbar(c.steps, stateful_metrics=["loss", "tokens/s"]) if self.verbose else None
         window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0.0, time.perf_counter()
         metrics = {}
-        trained = int(self.step.numpy()) < c.steps
+        finished_before = int(self.step.numpy()) >= c.steps
         while int(self.step.numpy()) < c.steps:
             loss, grad_norm, tokens = self.train_step()
             step = int(self.step.numpy())
@@ -262,17 +262,17 @@ class Trainer:
                     progress.update(step, [("loss", scalars["loss"]), ("tokens/s", scalars["tokens_per_sec"])])
                 window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0.0, time.perf_counter()
             if step % c.eval_every == 0 or step == c.steps:
-                metrics = self._final_metrics(step)
+                metrics = self._eval_metrics(step)
                 self._log("eval", metrics, step)
                 if self.sample_fn is not None and self.is_chief:
                     with self._writer("eval").as_default():
                         tf.summary.text("samples", tf.constant(self.sample_fn(self.model)), step=step)
             if step % c.checkpoint_every == 0 or step == c.steps:
                 self.save_checkpoint()
-        if not trained:
+        if finished_before:
             # Restored an already finished run: evaluate it again rather than report nothing (and overwrite
             # metrics.json with nothing). TensorBoard already holds this step's eval, so it is not logged.
-            metrics = self._final_metrics(int(self.step.numpy()))
+            metrics = self._eval_metrics(int(self.step.numpy()))
         if self.is_chief:
             for writer in self._writers.values():
                 writer.flush()
@@ -280,7 +280,7 @@ class Trainer:
                 json.dump({"step": int(self.step.numpy()), **metrics}, f, indent=2)
         return metrics
 
-    def _final_metrics(self, step):
+    def _eval_metrics(self, step):
         """Eval metrics plus the task report (chief only), printed when verbose."""
         metrics = self.evaluate(self.config.eval_steps)
         if self.report_fn is not None and self.is_chief:

@@ -27,7 +27,7 @@ def read_conll(path, labels=None, on_error="raise"):
         labels: LabelVocabulary or list of tag names; default: tags in the file, ordered by
             `bio_label_order`. Tags outside a given set are errors (or skipped sentences, "unknown_label").
         on_error: "raise" or "skip": malformed lines, invalid UTF-8 and unknown tags either raise
-            `ValueError("path:line: ...")` or drop the whole sentence, counted by reason.
+            `InputError("path:line: ...")` (a ValueError) or drop the whole sentence, counted by reason.
 
     Returns:
         ReadResult whose dataset yields `{"tokens": tf.string (words,), "tags": tf.int32 (words,)}`.

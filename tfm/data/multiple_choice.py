@@ -21,7 +21,7 @@ def read_multiple_choice(path, context_field="context", choices_field="choices",
             index of the right choice.
         question_field: optional str key of a question (RACE) or a shared lead-in (SWAG's `sent2`); it is
             prepended to every choice, as BERT's RACE/SWAG recipes pack `[CLS] context [SEP] question choice [SEP]`.
-        on_error: "raise" (`ValueError("path:line: ...")`) or "skip" (counted by reason in `skipped`) for
+        on_error: "raise" (`InputError("path:line: ...")`, a ValueError) or "skip" (counted by reason in `skipped`) for
             bad JSON, invalid UTF-8, missing or mistyped fields ("missing_field"), empty/non-string choices
             ("bad_choices"), a label that is not an int in `[0, C)` ("bad_label"), and a record whose
             number of choices differs from the first record's ("wrong_choice_count"). Records with an empty

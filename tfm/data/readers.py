@@ -1,9 +1,11 @@
 """File readers → tf.data: text corpora (plain/paragraph/JSONL) and classification (TSV/CSV/JSONL).
 
 Files are parsed in Python once (so every problem is reported with `file:line`), then served from
-memory with `tf.data.Dataset.from_tensor_slices`. Bad input either raises `ValueError("path:line: ...")`
-(`on_error="raise"`, the default) or is skipped and counted by reason in `ReadResult.skipped`
-(`on_error="skip"`); empty lines/texts are always skipped and counted, never turned into examples.
+memory with `tf.data.Dataset.from_tensor_slices`. Bad input either raises `InputError("path:line: ...")`
+(a ValueError the `tfm` CLI prints as one line; `on_error="raise"`, the default) or is skipped and counted
+by reason in `ReadResult.skipped` (`on_error="skip"`); empty lines/texts are always skipped and counted,
+never turned into examples. An empty file gives an empty ReadResult; `require_examples` turns that into
+an error where examples are needed (training, evaluation).
 """
 
 import csv
@@ -12,6 +14,8 @@ import json
 from pathlib import Path
 
 import tensorflow as tf
+
+from tfm.errors import InputError
 
 
 @dataclasses.dataclass
@@ -46,7 +50,7 @@ class LabelVocabulary:
     def __init__(self, names):
         self.names = [str(n) for n in names]
         if len(set(self.names)) != len(self.names):
-            raise ValueError(f"duplicate label names in {self.names}")
+            raise InputError(f"duplicate label names in {self.names}")
         self._ids = {n: i for i, n in enumerate(self.names)}
 
     @classmethod
@@ -108,7 +112,7 @@ class _Problems:
 
     def bad(self, line_no, reason, message):
         if self.on_error == "raise":
-            raise ValueError(f"{self.path}:{line_no}: {message}")
+            raise InputError(f"{self.path}:{line_no}: {message}")
         self.skip(reason)
 
 
@@ -124,11 +128,41 @@ def read_lines(path, problems):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                problems.bad(line_no, "invalid_utf8", f"invalid UTF-8 at byte {e.start}: {raw[:60]!r}")
+                problems.bad(line_no, "invalid_utf8", invalid_utf8_message(raw, e))
                 continue
             if line_no == 1:
                 text = text.lstrip("\ufeff")  # BOM
             yield line_no, text.rstrip("\r\n")
+
+
+def invalid_utf8_message(raw, error):
+    """What is wrong with the line `raw` (bytes) that failed to decode with `error`: offset, bad bytes, excerpt."""
+    line = raw.rstrip(b"\r\n")
+    return (f"invalid UTF-8 at byte {error.start} of the line (bad bytes {raw[error.start:error.end]!r}): "
+            f"{line[:60]!r}")
+
+
+def require_examples(path, num_examples, skipped, header=False):
+    """Raise `InputError("path: has no examples (why)")` when a data file gave no example.
+
+    Readers return an empty ReadResult for an empty file (that is a valid answer); training and evaluation,
+    which cannot run on nothing, call this per file so the user learns which file is empty.
+
+    Args:
+        path: the file read.
+        num_examples: int, examples it gave.
+        skipped: dict reason -> count of records not turned into examples.
+        header: bool, the file starts with a header row (TSV/CSV), named in the message.
+    """
+    if num_examples:
+        return
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        why = "the file is empty"
+    elif skipped:
+        why = "every record was skipped: " + ", ".join(f"{k}={v}" for k, v in sorted(skipped.items()))
+    else:
+        why = "no data rows after the header" if header else "no data records"
+    raise InputError(f"{path}: has no examples ({why})")
 
 
 def _format_of(path, format):
@@ -177,7 +211,7 @@ def read_text_corpus(paths, format=None, text_field="text", on_error="raise"):
                 else:
                     documents.append(text)
         else:
-            raise ValueError(f"unknown corpus format {kind!r}; use 'lines', 'paragraphs' or 'jsonl'")
+            raise InputError(f"unknown corpus format {kind!r}; use 'lines', 'paragraphs' or 'jsonl'")
         for reason, count in problems.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + count
     dataset = tf.data.Dataset.from_tensor_slices(tf.constant(documents, tf.string, shape=[len(documents)]))
@@ -261,7 +295,7 @@ def read_classification(path, text_column=None, text_pair_column=None, label_col
     """
     kind = _format_of(path, format)
     if kind not in ("tsv", "csv", "jsonl"):
-        raise ValueError(f"{path}: cannot tell the format from the suffix; pass format='tsv'|'csv'|'jsonl'")
+        raise InputError(f"{path}: cannot tell the format from the suffix; pass format='tsv'|'csv'|'jsonl'")
     problems = _Problems(path, on_error)
     labels = _as_labels(labels) if labels is not None else None
     texts, pairs, raw_labels = [], [], []
@@ -269,7 +303,7 @@ def read_classification(path, text_column=None, text_pair_column=None, label_col
         if text_column is None:
             others = [c for c in row if c not in (label_column, text_pair_column)]
             if len(others) != 1:
-                raise ValueError(f"{path}:{line_no}: cannot infer text_column from columns {list(row)}; pass it")
+                raise InputError(f"{path}:{line_no}: cannot infer text_column from columns {list(row)}; pass it")
             text_column = others[0]
         missing = [c for c in (text_column, text_pair_column, label_column) if c is not None and c not in row]
         if missing:

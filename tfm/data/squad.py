@@ -10,6 +10,9 @@ import json
 import numpy as np
 import tensorflow as tf
 
+from tfm.data.readers import invalid_utf8_message
+from tfm.errors import InputError
+
 
 @dataclasses.dataclass
 class SquadExample:
@@ -28,18 +31,27 @@ def read_squad(path, on_error="raise"):
     Args:
         path: the JSON file.
         on_error: "raise" or "skip" for answers whose `answer_start` does not point at their text.
-            Structural problems (invalid JSON, missing keys) always raise, naming the file and the place.
+            Structural problems (invalid UTF-8 or JSON, missing keys) always raise `InputError`, naming the
+            file and the line or place.
 
     Returns:
         (examples, skipped): list of SquadExample, dict reason → count.
     """
+    with open(path, "rb") as f:
+        raw = f.read().removeprefix(b"\xef\xbb\xbf")  # UTF-8 BOM
+    if not raw.strip():  # not JSON at all; say so plainly rather than "Expecting value"
+        raise InputError(f"{path}: has no examples (the file is empty)")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+        data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: invalid UTF-8 at byte {e.start}") from None
+        start = raw.rfind(b"\n", 0, e.start) + 1  # the bad line, so the message reads like the line readers'
+        end = raw.find(b"\n", e.start)
+        line = raw[start:end if end >= 0 else len(raw)]
+        in_line = UnicodeDecodeError(e.encoding, line, e.start - start, e.end - start, e.reason)
+        line_no = raw.count(b"\n", 0, e.start) + 1
+        raise InputError(f"{path}:{line_no}: {invalid_utf8_message(line, in_line)}") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
     examples, skipped = [], {}
     for i, article in enumerate(_get(data, "data", path, "")):
         for j, paragraph in enumerate(_get(article, "paragraphs", path, f"data[{i}]")):
@@ -54,7 +66,7 @@ def read_squad(path, on_error="raise"):
                     text, start = _get(answer, "text", path, place), _get(answer, "answer_start", path, place)
                     if context[start:start + len(text)] != text:
                         if on_error == "raise":
-                            raise ValueError(f"{path}: {place}: answer {text!r} not at context[{start}:"
+                            raise InputError(f"{path}: {place}: answer {text!r} not at context[{start}:"
                                              f"{start + len(text)}] = {context[start:start + len(text)]!r}")
                         skipped["answer_mismatch"] = skipped.get("answer_mismatch", 0) + 1
                         continue
@@ -68,7 +80,7 @@ def read_squad(path, on_error="raise"):
 
 def _get(record, key, path, where):
     if not isinstance(record, dict) or key not in record:
-        raise ValueError(f"{path}: {where or 'top level'}: missing key {key!r}")
+        raise InputError(f"{path}: {where or 'top level'}: missing key {key!r}")
     return record[key]
 
 
@@ -150,7 +162,7 @@ def squad_features(examples, tokenizer, sequence_length=384, doc_stride=128, max
             answer = (inside[0], inside[-1]) if inside else None
         budget = sequence_length - len(question) - 3
         if budget < 1:
-            raise ValueError(f"sequence_length={sequence_length} too short for max_query_length={max_query_length}")
+            raise InputError(f"sequence_length={sequence_length} too short for max_query_length={max_query_length}")
         window_start = 0
         while True:
             window = range(window_start, min(window_start + budget, len(ids[n])))

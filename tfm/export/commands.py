@@ -1,7 +1,9 @@
-"""`tfm export` and `tfm predict` (registered through `tfm.cli.COMMAND_MODULES`)."""
+"""`tfm export` and `tfm predict`: what the commands run (their parsers are declared in `tfm.cli`)."""
 
 import json
 import sys
+
+from tfm.errors import InputError
 
 # Export options each task accepts (`--top-k` means fill-mask candidates here, sampling in predict).
 TASK_OPTIONS = {
@@ -35,9 +37,9 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, **option
     task_name, sequence_length = run.config.task.name, run.config.data.sequence_length
     if format == "tflite":
         if task_name != "text_classifier":
-            raise ValueError(f"--format tflite supports text_classifier runs only, this run is {task_name}")
+            raise InputError(f"--format tflite supports text_classifier runs only, this run is {task_name}")
         if run.config.data.text_pair_column is not None:
-            raise ValueError("--format tflite supports single-text classifiers only; this run uses text pairs")
+            raise InputError("--format tflite supports single-text classifiers only; this run uses text pairs")
         return export_tflite(run.task, run.tokenizer, export_dir, sequence_length, run.label_names)
     task_options = {k: v for k, v in options.items() if k in TASK_OPTIONS[task_name] and v is not None}
     if task_name == "text_classifier":
@@ -48,7 +50,8 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, **option
                               version=version, **task_options)
 
 
-def _export(args):
+def export_command(args):
+    """`tfm export RUN_DIR EXPORT_DIR [options]`."""
     try:
         path = export_run(args.run_dir, args.export_dir, args.format, args.version, top_k=args.top_k,
                           max_new_tokens=args.max_new_tokens, doc_stride=args.doc_stride,
@@ -61,13 +64,27 @@ def _export(args):
     return 0
 
 
-def _predict(args):
+def read_inputs(path):
+    """The non-blank lines of a `tfm predict --file` (UTF-8, BOM dropped, \\n or \\r\\n line ends removed).
+
+    Args:
+        path: the file.
+
+    Raises:
+        InputError: naming `path:line`, the byte offset and the bytes of the first invalid UTF-8.
+    """
+    from tfm.data.readers import _Problems, read_lines
+
+    return [line for _, line in read_lines(path, _Problems(path, "raise")) if line.strip()]
+
+
+def predict_command(args):
+    """`tfm predict EXPORT_DIR [TEXT ...] [--file F] [options]`."""
     from tfm.export.predict import Predictor, format_prediction
 
     rows = list(args.texts)
     if args.file:
-        with open(args.file, encoding="utf-8") as f:
-            rows.extend(line.rstrip("\n") for line in f if line.strip())
+        rows.extend(read_inputs(args.file))
     if not rows:
         print("tfm predict: error: give texts as arguments or --file", file=sys.stderr)
         return 2
@@ -85,35 +102,3 @@ def _predict(args):
         else:
             print(format_prediction(predictor.task, result, args.signature))
     return 0
-
-
-def add_commands(subparsers):
-    """Add `export` and `predict` to the `tfm` subcommand parsers."""
-    export = subparsers.add_parser("export", help="Export a run dir as a raw-text SavedModel (or TFLite).")
-    export.add_argument("run_dir", help="run dir written by `tfm train`")
-    export.add_argument("export_dir", help="output: EXPORT_DIR/<version>/saved_model.pb (TF Serving layout)")
-    export.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
-    export.add_argument("--version", type=int, help="SavedModel version (default: latest + 1)")
-    export.add_argument("--top-k", type=int, help="masked_lm: fill-mask candidates per mask (default 5)")
-    export.add_argument("--max-new-tokens", type=int, help="causal_lm: most tokens per request (default "
-                                                           "min(64, sequence_length // 2))")
-    export.add_argument("--doc-stride", type=int, help="span_qa: tokens between window starts (default 128)")
-    export.add_argument("--max-query-length", type=int, help="span_qa: question tokens kept (default 64)")
-    export.add_argument("--max-answer-length", type=int, help="span_qa: longest answer in tokens (default 30)")
-    export.add_argument("--max-windows", type=int, help="span_qa: windows searched per question (default 128)")
-    export.add_argument("--allow-no-answer", action="store_true", help="span_qa: SQuAD v2 empty answers")
-    export.set_defaults(func=_export)
-
-    predict = subparsers.add_parser("predict", help="Run an export on texts (tab-separated fields for pairs).")
-    predict.add_argument("export_dir", help="directory written by `tfm export`")
-    predict.add_argument("texts", nargs="*", help="inputs; question<TAB>context for QA, context<TAB>choice... "
-                                                  "for multiple choice")
-    predict.add_argument("--file", help="more inputs, one per line")
-    predict.add_argument("--json", action="store_true", help="one JSON object per input")
-    predict.add_argument("--signature", default="serving_default", help="e.g. embed")
-    predict.add_argument("--max-new-tokens", type=int, help="causal_lm")
-    predict.add_argument("--temperature", type=float, help="causal_lm: 0 = greedy (default)")
-    predict.add_argument("--top-k", type=int, help="causal_lm: sample among the k most likely (0 = off)")
-    predict.add_argument("--top-p", type=float, help="causal_lm: nucleus mass (1 = off)")
-    predict.add_argument("--seed", type=int, help="causal_lm: sampling seed (default 0)")
-    predict.set_defaults(func=_predict)

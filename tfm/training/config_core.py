@@ -14,9 +14,10 @@ from typing import Literal
 
 import yaml
 
+from tfm.errors import InputError
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config problem: ``key`` (dotted path, "" for none), ``problem``, ``context`` (file or override)."""
 
     def __init__(self, key, problem, context=""):

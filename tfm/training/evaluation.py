@@ -7,14 +7,18 @@ Trainer's token-weighted loss and accuracy (and perplexity).
 
 import json
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from tfm import metrics as tfm_metrics
+from tfm.errors import InputError
 from tfm.training import task_data
 
 REPORT_FILENAME = "eval_report_{split}.json"
+DEFAULT_SPLIT = "dev"  # the report name of the config's own data.eval
 
 
 def predict_batches(model, dataset):
@@ -25,7 +29,7 @@ def predict_batches(model, dataset):
         outputs.append(tf.nest.map_structure(lambda t: t.numpy(), forward(batch[0])))
         labels.append(tf.nest.map_structure(lambda t: t.numpy(), batch[1]))
     if not outputs:
-        raise ValueError("the evaluation data is empty")
+        raise InputError("the evaluation data is empty")
 
     def stack(*parts):
         if parts[0].ndim >= 2 and len({p.shape[1] for p in parts}) > 1:  # ragged sequence lengths: pad
@@ -100,12 +104,36 @@ def format_classification_report(report, digits=4):
     return head + body + "\n" + acc + line("macro avg", report["macro avg"]) + line("weighted avg", report["weighted avg"])
 
 
-def evaluate_run(run_dir, split="dev", data=None, write=True):
+def report_split(data=None, split=None):
+    """The name in `eval_report_<name>.json`: `split` if given, else "dev" for the config's `data.eval`, else
+    the stems of the `data` files joined by "+" (`["x/test.tsv"]` -> "test"), so scoring other data never
+    overwrites the dev report; a `data` file that is itself named dev.* gets its folder's name in front.
+
+    Example:
+        >>> report_split(["data/test.tsv", "tfds:glue/sst2:validation"])
+        'test+glue_sst2_validation'
+    """
+    if split:
+        return split
+    if not data:
+        return DEFAULT_SPLIT
+    names = []
+    for source in data:
+        if str(source).startswith("tfds:"):
+            names.append(str(source)[len("tfds:"):])
+            continue
+        path = Path(source)
+        names.append(path.stem if path.stem != DEFAULT_SPLIT else f"{path.resolve().parent.name}_{path.stem}")
+    return re.sub(r"[^\w.+-]+", "_", "+".join(names))
+
+
+def evaluate_run(run_dir, split=None, data=None, write=True):
     """Scores a run dir's latest checkpoint on `data` (files) or its config's eval data.
 
     Args:
         run_dir: str, a `tfm train` output dir.
-        split: str, the name used in the report file (`eval_report_<split>.json`).
+        split: optional str, the name used in the report file (`eval_report_<split>.json`); default
+            from `report_split`: "dev" for the config's data.eval, else named after the `data` files.
         data: optional list of paths (or tfds sources) in the run config's `data.format`.
         write: bool, write the JSON report into the run dir.
 
@@ -117,6 +145,7 @@ def evaluate_run(run_dir, split="dev", data=None, write=True):
     run = load_run(run_dir)
     cfg = run.config
     sources = list(data) if data else cfg.data.eval
+    split = report_split(data, split)
     if cfg.task.name in ("masked_lm", "causal_lm"):
         from tfm.training.experiment import lm_eval_metrics
 
@@ -138,16 +167,8 @@ def evaluate_run(run_dir, split="dev", data=None, write=True):
     return report
 
 
-def _evaluate_command(args):
+def evaluate_command(args):
+    """`tfm evaluate RUN_DIR [--data PATH ...] [--split NAME]` (the parser is declared in `tfm.cli`)."""
     report = evaluate_run(args.run_dir, split=args.split, data=args.data)
     print(report["text"], end="")
     print(f"report: {report['path']}")
-
-
-def add_commands(commands):
-    """`tfm evaluate RUN_DIR [--split NAME] [--data PATH ...]`."""
-    evaluate = commands.add_parser("evaluate", help="Score a run's latest checkpoint; print and save the report.")
-    evaluate.add_argument("run_dir", help="a tfm train output dir")
-    evaluate.add_argument("--split", default="dev", help="name of the split, used in eval_report_<split>.json")
-    evaluate.add_argument("--data", nargs="+", metavar="PATH", help="labelled files (default: the config's data.eval)")
-    evaluate.set_defaults(func=_evaluate_command)

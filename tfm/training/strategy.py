@@ -5,34 +5,60 @@ import os
 
 import tensorflow as tf
 
+from tfm.errors import InputError
+
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 
 
-def _tf_config():
-    return json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+def _tf_config(env):
+    try:
+        return json.loads(env.get("TF_CONFIG", "{}") or "{}")
+    except json.JSONDecodeError as error:
+        raise InputError(f"TF_CONFIG is not valid JSON ({error}): {env.get('TF_CONFIG')!r}") from None
+
+
+def resolve_strategy_name(name, env, num_gpus):
+    """The concrete strategy name for `name`; `auto` decided from the environment alone.
+
+    `auto` picks `tpu` when TPU_NAME is set, `multi_worker` when TF_CONFIG's cluster lists more than one
+    chief/worker, `mirrored` when more than one GPU is visible, and `default` otherwise. A pure function
+    (no TensorFlow calls), so every branch is testable on any machine.
+
+    Args:
+        name: str, one of `STRATEGIES`.
+        env: mapping, the environment (e.g. `os.environ`).
+        num_gpus: int, visible GPUs.
+
+    Example:
+    >>> resolve_strategy_name("auto", {"TPU_NAME": "my-tpu"}, num_gpus=0)
+    'tpu'
+    """
+    if name not in STRATEGIES:
+        raise InputError(f"trainer.strategy must be one of {list(STRATEGIES)}, got {name!r}")
+    if name != "auto":
+        return name
+    cluster = _tf_config(env).get("cluster", {})
+    if env.get("TPU_NAME"):
+        return "tpu"
+    if sum(len(cluster.get(k, [])) for k in ("chief", "worker")) > 1:
+        return "multi_worker"
+    if num_gpus > 1:
+        return "mirrored"
+    return "default"
 
 
 def create_strategy(name="auto"):
-    """Returns the strategy called `name`.
-
-    `auto` picks a TPU when one is configured (TPU_NAME), multi-worker when TF_CONFIG lists more
-    than one worker, mirrored when more than one GPU is visible, and the default strategy otherwise.
+    """Returns the strategy called `name` (`auto`: see `resolve_strategy_name`).
 
     Args:
         name: str, one of `auto`, `default`, `mirrored`, `multi_worker`, `tpu`.
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"trainer.strategy must be one of {list(STRATEGIES)}, got {name!r}")
-    if name == "auto":
-        cluster = _tf_config().get("cluster", {})
-        if os.environ.get("TPU_NAME"):
-            name = "tpu"
-        elif sum(len(cluster.get(k, [])) for k in ("chief", "worker")) > 1:
-            name = "multi_worker"
-        elif len(tf.config.list_logical_devices("GPU")) > 1:
-            name = "mirrored"
-        else:
-            name = "default"
+    resolved = resolve_strategy_name(name, os.environ, num_gpus=0)
+    if name == "auto" and resolved == "default":
+        # Count GPUs only now: listing devices initialises TensorFlow, after which MultiWorkerMirroredStrategy
+        # can no longer configure its collectives.
+        resolved = resolve_strategy_name(name, os.environ, len(tf.config.list_logical_devices("GPU")))
+    name = resolved
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -41,9 +67,21 @@ def create_strategy(name="auto"):
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return _tpu_strategy(os.environ.get("TPU_NAME", ""))
+
+
+def _tpu_strategy(tpu_name):
+    """TPUStrategy on `tpu_name` (a Cloud TPU name, `grpc://host:port`, or `local` on a TPU VM)."""
+    if not tpu_name and not tf.config.list_physical_devices("TPU"):
+        raise InputError("trainer.strategy=tpu but no TPU found: set TPU_NAME to the TPU's name or grpc:// address "
+                         "(`local` on a TPU VM), or use trainer.strategy=auto")
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_name or "local")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, OSError, RuntimeError, tf.errors.OpError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(f"trainer.strategy=tpu: cannot connect to TPU_NAME={tpu_name!r}: {first_line}") from error
     return tf.distribute.TPUStrategy(resolver)
 
 

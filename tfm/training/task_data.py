@@ -11,6 +11,8 @@ import re
 import tensorflow as tf
 
 from tfm import data as tfm_data
+from tfm.data.readers import require_examples
+from tfm.errors import InputError
 
 LABELED_FORMATS = {
     "text_classifier": ("tsv", "csv", "jsonl", "tfds"),
@@ -63,10 +65,10 @@ def read_split(cfg, sources, split, labels=None):
     """
     d, task = cfg.data, cfg.task.name
     if not sources:
-        raise ValueError(f"data.{split} is empty: {task} needs labelled {split} data")
+        raise InputError(f"data.{split} is empty: {task} needs labelled {split} data")
     allowed = LABELED_FORMATS.get(task)
     if allowed is not None and d.format not in allowed:
-        raise ValueError(f"data.format={d.format!r} cannot feed task.name={task!r}; use one of {list(allowed)}")
+        raise InputError(f"data.format={d.format!r} cannot feed task.name={task!r}; use one of {list(allowed)}")
     results, examples = [], []
     for source in sources:
         if source.startswith("tfds:"):
@@ -81,11 +83,16 @@ def read_split(cfg, sources, split, labels=None):
         elif task == "token_classifier":
             results.append(tfm_data.read_conll(source, labels=labels))
         elif task == "span_qa":
-            examples.extend(tfm_data.read_squad(source)[0])
+            read, skipped = tfm_data.read_squad(source)
+            require_examples(source, len(read), skipped)
+            examples.extend(read)
         elif task == "multiple_choice":
             results.append(tfm_data.read_multiple_choice(source, label_field=d.label_column))
         else:
             raise ValueError(f"task.name={task!r} reads a text corpus, not labelled data")
+        if task != "span_qa" and not source.startswith("tfds:"):  # an empty file would end in a StopIteration
+            require_examples(source, results[-1].num_examples, results[-1].skipped,
+                             header=d.header and d.format in ("tsv", "csv"))
         if labels is None and results and results[-1].labels is not None:
             labels = results[-1].labels  # later files must use the first file's label set
     if examples:
@@ -101,8 +108,13 @@ def corpus_texts(cfg, sources):
     """
     d = cfg.data
     if d.format in ("text", "jsonl") and cfg.task.name not in ("text_classifier", "multiple_choice"):
-        return tfm_data.read_text_corpus(sources, format="jsonl" if d.format == "jsonl" else "lines",
-                                         text_field=d.text_column)
+        if not sources:
+            raise InputError(f"no {d.format} files to read: set data.train")
+        results = [tfm_data.read_text_corpus(s, format="jsonl" if d.format == "jsonl" else "lines",
+                                             text_field=d.text_column) for s in sources]
+        for source, result in zip(sources, results):
+            require_examples(source, result.num_examples, result.skipped)
+        return _concat(results)
     if d.format in ("tsv", "csv", "jsonl") and cfg.task.name not in ("token_classifier", "span_qa", "multiple_choice"):
         # A pretraining run on a classification file: same reader, labels unchecked.
         task_cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, name="text_classifier"))
@@ -139,8 +151,76 @@ def shard(dataset, ctx):
     return dataset
 
 
-def labelled_dataset(cfg, tokenizer, data, batch_size, training, ctx=None):
-    """Model batches of a labelled TaskData: `(x, y[, sample_weight])`, repeated and shuffled when training."""
+def replicas_per_pipeline(ctx):
+    """Replicas fed by one input pipeline (1 without an input context)."""
+    if ctx is None:
+        return 1
+    return max(ctx.num_replicas_in_sync // max(ctx.num_input_pipelines, 1), 1)
+
+
+def static_batches(dataset, batch_size, replicas=1):
+    """A finite dataset of `(x, y[, w])` batches as `(x, y, w)` with a static batch dimension (TPU).
+
+    A short final batch is filled up to `batch_size` with copies of its own rows (real inputs, so every
+    output stays finite) whose sample weights are zero, and whole zero-weight batches are appended until
+    the batch count is a multiple of `replicas`, so every replica gets a full batch at every step. The
+    Trainer's metric sums are weighted, so they are unchanged. Batches without a sample weight get ones.
+
+    Args:
+        dataset: tf.data.Dataset of `(x, y)` or `(x, y, sample_weight)` batches (nested structures allowed).
+        batch_size: int, the static batch dimension.
+        replicas: int, replicas fed by this pipeline (`replicas_per_pipeline(ctx)`).
+    """
+
+    def pad(*batch):
+        x, y, w = (tuple(batch) + (None,))[:3]
+        n = tf.shape(tf.nest.flatten(x)[0])[0]
+        if w is None:
+            w = tf.ones([n], tf.float32)
+        rows = tf.range(batch_size)
+        index = rows % tf.maximum(n, 1)
+        real = tf.cast(rows < n, tf.float32)
+        fill = lambda t: tf.gather(t, index)  # noqa: E731
+        # Zero weight on the copies: a weight of rank r gets `real` broadcast over its trailing axes.
+        weigh = lambda t: tf.cast(fill(t), tf.float32) * tf.reshape(real, [batch_size] + [1] * (t.shape.rank - 1))  # noqa
+        return tf.nest.map_structure(fill, x), tf.nest.map_structure(fill, y), tf.nest.map_structure(weigh, w)
+
+    dataset = dataset.map(pad)
+    if replicas <= 1:
+        return dataset
+
+    def filler(x, y, w):
+        return False, (x, y, tf.nest.map_structure(tf.zeros_like, w))
+
+    def real_batch(x, y, w):
+        return True, (x, y, w)
+
+    def count(emitted, item):
+        keep = item[0] | (emitted % replicas != 0)  # fillers only until the count reaches a multiple
+        return emitted + tf.cast(keep, tf.int64), (keep, item[1])
+
+    def kept(keep, batch):
+        return keep
+
+    def batch_of(keep, batch):
+        return batch
+
+    fillers = dataset.take(1).map(filler).repeat(replicas - 1)
+    tagged = dataset.map(real_batch).concatenate(fillers)
+    return tagged.scan(tf.constant(0, tf.int64), count).filter(kept).map(batch_of)
+
+
+def labelled_dataset(cfg, tokenizer, data, batch_size, training, ctx=None, static_batch=False):
+    """Model batches of a labelled TaskData: `(x, y[, sample_weight])`, repeated and shuffled when training.
+
+    Args:
+        cfg: ExperimentConfig. tokenizer: the run's Tokenizer. data: TaskData.
+        batch_size: int, per-replica batch size.
+        training: bool, shuffle, drop the remainder (static batch) and repeat.
+        ctx: optional `tf.distribute.InputContext` (sharding).
+        static_batch: bool, evaluation batches as `(x, y, w)` with a static batch dimension, padded with
+            zero-weight rows (`static_batches`): what the Trainer feeds. Leave False for predictions.
+    """
     seq, seed, task = cfg.data.sequence_length, cfg.trainer.seed, cfg.task.name
     kwargs = dict(shuffle=training, seed=seed, drop_remainder=training)
     if task == "span_qa":
@@ -158,7 +238,9 @@ def labelled_dataset(cfg, tokenizer, data, batch_size, training, ctx=None):
             ds = tfm_data.multiple_choice_dataset(examples, tokenizer, seq, batch_size, **kwargs)
         else:
             raise ValueError(f"task.name={task!r} has no labelled dataset")
-    return ds.repeat() if training else ds
+    if training:
+        return ds.repeat()
+    return static_batches(ds, batch_size, replicas_per_pipeline(ctx)) if static_batch else ds
 
 
 def squad_features(cfg, tokenizer, examples):

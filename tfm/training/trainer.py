@@ -13,15 +13,26 @@ import json
 import os
 import shutil
 import time
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfm.errors import InputError
+from tfm.training.checkpoints import CHECKPOINT_DIR, check_output_dir, checkpoint_readable, first_line
 from tfm.training.optimizer import create_optimizer
 from tfm.training.strategy import create_strategy, is_chief
 
 _SUM = tf.distribute.ReduceOp.SUM
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/Inf loss or gradient; the message names the step and the last good checkpoint.
+
+    Not an `InputError`: nothing in the input is named, the fix is a lower learning rate, clipping, or
+    `trainer.skip_nonfinite_steps`. The `tfm` CLI still prints it as one line (exit status 2).
+    """
 
 
 def _tokens_in(x):
@@ -62,6 +73,7 @@ class Trainer:
 
     def __init__(self, config, output_dir, model_fn, train_dataset_fn, eval_dataset_fn=None, strategy=None,
                  flops_per_token=None, sample_fn=None, report_fn=None, hparams=None, verbose=True):
+        check_output_dir(output_dir)  # before building anything
         self.config = config
         self.output_dir = output_dir
         self.strategy = strategy or create_strategy(config.strategy)
@@ -86,11 +98,17 @@ class Trainer:
             # Built here, inside the scope, before the first step (keras#23085).
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            # Steps skipped for a non-finite loss (trainer.skip_nonfinite_steps), kept across resumes.
+            self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
         self._setup_checkpoints()
         # Where the data stream stands: the pipeline is deterministic (seeded shuffle and masking), so
         # on resume it skips the batches already consumed. (Distributed iterators are not checkpointable.)
-        per_pipeline = self.strategy.num_replicas_in_sync // max(self._input_pipelines(), 1)
+        pipelines = max(self._input_pipelines(), 1)
+        per_pipeline = self.strategy.num_replicas_in_sync // pipelines
         consumed = int(self.step.numpy()) * config.grad_accum_steps * per_pipeline
+        if self.restored_from and self.verbose:
+            print(f"Resumed from {self.restored_from} at step {int(self.step.numpy())}: skipping {consumed} "
+                  f"batches of {self.per_replica_batch} examples in each of {pipelines} input pipeline(s)")
         self._train_data = self.strategy.distribute_datasets_from_function(
             lambda ctx: train_dataset_fn(self.per_replica_batch, ctx).skip(consumed)
         )
@@ -107,7 +125,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- state
     def _setup_checkpoints(self):
-        directory = os.path.join(self.output_dir, "checkpoints")
+        chief_directory = directory = os.path.join(self.output_dir, CHECKPOINT_DIR)
         if not self.is_chief:
             # MultiWorkerMirroredStrategy: every worker must save; only the chief's copy is kept.
             directory = os.path.join(directory, f".worker_{self.strategy.cluster_resolver.task_id}")
@@ -115,10 +133,45 @@ class Trainer:
         # reach them through the model; without them a resumed run would draw different dropout masks.
         weights = {id(w) for w in self.model.weights}
         rng_states = [v.value for v in self.model.variables if id(v) not in weights]
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step, rng=rng_states)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
+                                              rng=rng_states, skipped_steps=self.skipped_steps)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=self.config.keep_checkpoints)
-        self.restored_from = self.manager.restore_or_initialize()
         self._checkpoint_dir = directory
+        # Every worker resumes from the chief's checkpoints (its own copies are deleted after each save).
+        kept = self.manager if self.is_chief else tf.train.CheckpointManager(
+            self.checkpoint, chief_directory, max_to_keep=self.config.keep_checkpoints)
+        self.restored_from = self._restore(kept.checkpoints)
+        self.last_good_checkpoint = self.restored_from
+
+    def _warn(self, message):
+        if self.is_chief:
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def _restore(self, checkpoints):
+        """Restores the newest readable of `checkpoints` and returns its path (None: a fresh start).
+
+        An unreadable one (truncated, overwritten, index deleted) is passed over with a warning and left on
+        disk. One that reads but does not fit the model is the user's to sort out: an `InputError`.
+        """
+        unreadable = []
+        for path in reversed(checkpoints):
+            try:
+                self.checkpoint.restore(path)  # eager: assigns now, or fails before assigning anything
+            except Exception as error:  # noqa: BLE001  (classified right below)
+                if checkpoint_readable(path):
+                    raise InputError(f"checkpoint {path} does not fit the model built from the config "
+                                     f"({first_line(error)}); was the config changed? Use a new output_dir "
+                                     f"or the run's own config.yaml") from None
+                unreadable.append(path)
+                self._warn(f"checkpoint {path} is unreadable ({first_line(error)}); trying an older one")
+                continue
+            if unreadable:
+                self._warn(f"resuming from {path} instead of the unreadable {', '.join(unreadable)}")
+            return path
+        if unreadable:
+            self._warn(f"no readable checkpoint in {self._checkpoint_dir} (unreadable: {', '.join(unreadable)}); "
+                       f"starting from scratch")
+        return None
 
     def _input_pipelines(self):
         resolver = getattr(self.strategy, "cluster_resolver", None)
@@ -131,6 +184,7 @@ class Trainer:
         path = self.manager.save(checkpoint_number=int(self.step.numpy()))
         if not self.is_chief:
             shutil.rmtree(self._checkpoint_dir, ignore_errors=True)
+        self.last_good_checkpoint = path
         return path
 
     def _writer(self, name):
@@ -143,23 +197,27 @@ class Trainer:
         with tf.GradientTape() as tape:
             y_pred = self.model(x, training=True)
             loss_sum, weight_sum = self.model.loss_sums(y, y_pred, sample_weight)
-            scaled = self.optimizer.scale_loss(loss_sum) if hasattr(self.optimizer, "scale_loss") else loss_sum
+            # fp16: loss-scale the per-token mean, not the sum (whose 2**15-scaled gradients overflow fp16);
+            # the sum's gradients are restored in float32 below.
+            per_token = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+            unit = tf.stop_gradient(tf.maximum(weight_sum, 1.0)) if per_token else 1.0
+            scaled = self.optimizer.scale_loss(loss_sum / unit) if per_token else loss_sum
         variables = self.model.trainable_variables
         grads = tape.gradient(scaled, variables)
         # Unused weights (e.g. BERT's pooler under MLM) get zero gradients so replicas can all-reduce.
         # Embedding gradients arrive as IndexedSlices: densify so micro-batches add and replicas all-reduce.
-        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
+        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) * unit for g, v in zip(grads, variables)]
         return loss_sum, weight_sum, grads, _tokens_in(x)
 
     @tf.autograph.experimental.do_not_convert
     def _replica_fn(self, fn):
         """`fn` XLA-compiled once per replica device: a compiled function captures the variables of the
         replica that traced it, so MirroredStrategy replicas cannot share one."""
-        try:
-            devices = tf.distribute.get_replica_context().devices
-        except (AttributeError, IndexError):  # one replica per worker (multi-worker): nothing to tell apart
-            devices = ()
-        key = f"{fn.__name__}@{devices}"
+        ctx = tf.distribute.get_replica_context()
+        # The replica's id is a constant where replicas trace separately (MirroredStrategy); elsewhere (TPU) it
+        # is a tensor and one function serves. (`ReplicaContext.devices` is deprecated.)
+        replica = tf.get_static_value(ctx.replica_id_in_sync_group) if ctx is not None else None
+        key = f"{fn.__name__}@{None if replica is None else int(replica)}"
         if key not in self._compiled:
             self._compiled[key] = tf.function(fn, jit_compile=self.config.jit_compile)
         return self._compiled[key]
@@ -176,10 +234,45 @@ class Trainer:
     def _apply(self, loss_sum, weight_sum, grads, tokens):
         weight_sum = tf.maximum(weight_sum, 1e-12)
         grads = [g / weight_sum for g in grads]
+        loss = loss_sum / weight_sum
         scale = getattr(self.optimizer, "dynamic_scale", None)
         grad_norm = tf.linalg.global_norm(grads) / (tf.cast(scale, tf.float32) if scale is not None else 1.0)
-        self.optimizer.apply(grads, self.model.trainable_variables)
-        return loss_sum / weight_sum, grad_norm, tokens
+        if self.config.skip_nonfinite_steps and scale is None:
+            # (A LossScaleOptimizer already skips steps whose float16 gradients overflow.)
+            self._apply_if(tf.math.is_finite(loss) & tf.math.is_finite(grad_norm), grads)
+        else:
+            self.optimizer.apply(grads, self.model.trainable_variables)
+        return loss, grad_norm, tokens
+
+    def _finite(self, loss, grad_norm):
+        """The step's verdict, from its outputs: the same test `_apply` makes in the graph."""
+        scaled = hasattr(self.optimizer, "dynamic_scale")  # overflowing float16 gradients are routine there
+        return bool(np.isfinite(loss)) and (scaled or bool(np.isfinite(grad_norm)))
+
+    def _apply_if(self, finite, grads):
+        """Applies `grads` when `finite`, else changes nothing (weights, slots, iteration count)."""
+        variables = self.model.trainable_variables
+
+        def apply(grads):
+            self.optimizer.apply(grads, variables)
+            return tf.constant(True)
+
+        if not tf.distribute.has_strategy() or tf.__internal__.distribute.strategy_supports_no_merge_call():
+            # Every replica holds the same all-reduced `finite`, so all take the same branch.
+            tf.cond(finite, lambda: apply(grads), lambda: tf.constant(False))
+            return
+
+        def cross_replica(distribution, finite, grads):
+            # The optimizer merge_calls, which a cond in replica context cannot hold (as LossScaleOptimizer).
+            finite = distribution.experimental_local_results(finite)[0]
+
+            def apply_everywhere():
+                distribution.extended.call_for_each_replica(apply, args=(grads,))
+                return tf.constant(True)
+
+            tf.cond(finite, apply_everywhere, lambda: tf.constant(False))
+
+        tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, grads))
 
     def _single_replica_step(self, batches):
         """The whole step as one XLA program. With one replica there is nothing to all-reduce, and compiled
@@ -235,31 +328,60 @@ class Trainer:
         return self.model.metrics_from_sums(totals) if totals else {}
 
     def train(self):
-        """Trains until `config.steps`, resuming from the last checkpoint; returns final eval metrics."""
+        """Trains until `config.steps`, resuming from the last checkpoint; returns final eval metrics.
+
+        Raises:
+            NonFiniteLossError: a NaN/Inf step (see `trainer.skip_nonfinite_steps`); no checkpoint is saved
+                at or after it, and the TensorBoard events up to it are flushed.
+        """
+        c = self.config
+        finished_before = int(self.step.numpy()) >= c.steps
+        if finished_before and self.verbose:
+            print(f"Run already finished at step {int(self.step.numpy())} (trainer.steps={c.steps}): "
+                  f"evaluating it again")
+        try:
+            metrics = self._train_loop()
+        finally:
+            if self.is_chief:  # what led up to a failure belongs in TensorBoard too
+                for writer in self._writers.values():
+                    writer.flush()
+        if finished_before:
+            # Restored an already finished run: evaluate it again rather than report nothing (and overwrite
+            # metrics.json with nothing). TensorBoard already holds this step's eval, so it is not logged.
+            metrics = self._eval_metrics(int(self.step.numpy()))
+        if self.is_chief:
+            with open(os.path.join(self.output_dir, "metrics.json"), "w") as f:
+                json.dump({"step": int(self.step.numpy()), **metrics}, f, indent=2)
+        return metrics
+
+    def _train_loop(self):
         c = self.config
         progress = keras.utils.Progbar(c.steps, stateful_metrics=["loss", "tokens/s"]) if self.verbose else None
         window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0.0, time.perf_counter()
-        metrics = {}
-        finished_before = int(self.step.numpy()) >= c.steps
+        metrics, bad_in_a_row = {}, 0
         while int(self.step.numpy()) < c.steps:
             loss, grad_norm, tokens = self.train_step()
             step = int(self.step.numpy())
-            window_loss, window_steps, window_tokens = window_loss + float(loss), window_steps + 1, window_tokens + float(tokens)
-            if not np.isfinite(float(loss)):
-                raise FloatingPointError(f"Loss became {float(loss)} at step {step}; last checkpoint: {self.manager.latest_checkpoint}")
+            loss, grad_norm = float(loss), float(grad_norm)
+            window_tokens += float(tokens)
+            if self._finite(loss, grad_norm):
+                window_loss, window_steps, bad_in_a_row = window_loss + loss, window_steps + 1, 0
+            else:
+                bad_in_a_row += 1
+                self._check_bad_step(step, loss, grad_norm, bad_in_a_row)
             if step % c.log_every == 0 or step == c.steps:
-                elapsed = time.perf_counter() - window_start
-                scalars = {
-                    "loss": window_loss / window_steps,
-                    "learning_rate": self.learning_rate(),
-                    "grad_norm": float(grad_norm),
-                    "tokens_per_sec": window_tokens / elapsed,
-                }
+                scalars = {"learning_rate": self.learning_rate(), "grad_norm": grad_norm,
+                           "tokens_per_sec": window_tokens / (time.perf_counter() - window_start)}
+                if window_steps:  # a window of skipped steps only has no loss
+                    scalars["loss"] = window_loss / window_steps
+                if c.skip_nonfinite_steps:
+                    scalars["skipped_steps"] = int(self.skipped_steps.numpy())
                 if self.flops_per_token and c.peak_flops:
                     scalars["mfu"] = scalars["tokens_per_sec"] * self.flops_per_token / c.peak_flops
                 self._log("train", scalars, step)
                 if progress is not None:
-                    progress.update(step, [("loss", scalars["loss"]), ("tokens/s", scalars["tokens_per_sec"])])
+                    progress.update(step, [("loss", scalars.get("loss", float("nan"))),
+                                           ("tokens/s", scalars["tokens_per_sec"])])
                 window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0.0, time.perf_counter()
             if step % c.eval_every == 0 or step == c.steps:
                 metrics = self._eval_metrics(step)
@@ -269,16 +391,21 @@ class Trainer:
                         tf.summary.text("samples", tf.constant(self.sample_fn(self.model)), step=step)
             if step % c.checkpoint_every == 0 or step == c.steps:
                 self.save_checkpoint()
-        if finished_before:
-            # Restored an already finished run: evaluate it again rather than report nothing (and overwrite
-            # metrics.json with nothing). TensorBoard already holds this step's eval, so it is not logged.
-            metrics = self._eval_metrics(int(self.step.numpy()))
-        if self.is_chief:
-            for writer in self._writers.values():
-                writer.flush()
-            with open(os.path.join(self.output_dir, "metrics.json"), "w") as f:
-                json.dump({"step": int(self.step.numpy()), **metrics}, f, indent=2)
         return metrics
+
+    def _check_bad_step(self, step, loss, grad_norm, bad_in_a_row):
+        """Counts a skipped step, or raises `NonFiniteLossError` (unskipped, the bad update is in memory only)."""
+        c = self.config
+        last = self.last_good_checkpoint or "none saved yet"
+        what = f"loss {loss}, gradient norm {grad_norm}"
+        if not c.skip_nonfinite_steps:
+            raise NonFiniteLossError(f"non-finite training step {step} ({what}); the last good checkpoint is {last}; "
+                                     f"lower trainer.learning_rate or set trainer.skip_nonfinite_steps=true")
+        self.skipped_steps.assign_add(1)
+        if bad_in_a_row >= c.max_skipped_steps:
+            raise NonFiniteLossError(f"{bad_in_a_row} non-finite training steps in a row, the last at step {step} "
+                                     f"({what}; trainer.max_skipped_steps={c.max_skipped_steps}); the last good "
+                                     f"checkpoint is {last}")
 
     def _eval_metrics(self, step):
         """Eval metrics plus the task report (chief only), printed when verbose."""

@@ -1,13 +1,30 @@
-"""The quickstart corpus: read from a vaderSentiment-shaped sdist built here (the real one comes from PyPI)."""
+"""The quickstart corpus: read from a vaderSentiment-shaped sdist built here (the real one comes from PyPI);
+`data.prepare` fetching it before training, a local sdist, and the one-line error without PyPI."""
 
 import io
+import os
+import shutil
+import subprocess
 import tarfile
+from pathlib import Path
 
 import numpy as np
 
 import pytest
 
-from tfm.quickstart import CORPUS_FILES, EVAL_SENTENCES, INNER_ARCHIVE, sentences_from_sdist, write_corpus
+from tfm import quickstart
+from tfm.errors import InputError
+from tfm.quickstart import (
+    CORPUS_FILES,
+    EVAL_SENTENCES,
+    INNER_ARCHIVE,
+    REPO,
+    SDIST_ENV,
+    VADER_SDIST,
+    fetch_corpus,
+    sentences_from_sdist,
+    write_corpus,
+)
 
 
 def _tar_bytes(files):
@@ -62,3 +79,78 @@ def test_unigram_baseline_by_hand(tmp_path):
     result = unigram_baseline(tokenizer, tmp_path / "train.txt", tmp_path / "eval.txt")
     assert result["loss"] == pytest.approx(-(np.log(5 / 12) + np.log(2 / 12)) / 2)
     assert result["accuracy"] == 0.5
+
+
+class _Stop(Exception):
+    pass
+
+
+def _fake_pip(sdist, calls):
+    """A `subprocess.run` standing in for `pip download`: copies `sdist` into the `-d` directory."""
+
+    def run(command, **kwargs):
+        calls.append(command)
+        assert command[1:4] == ["-m", "pip", "download"] and VADER_SDIST in command
+        shutil.copy(sdist, Path(command[command.index("-d") + 1]) / sdist.name)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    return run
+
+
+@pytest.mark.parametrize("config", ["gpt_tiny_clm.yaml", "bert_tiny_mlm.yaml"])
+def test_train_config_prepares_the_quickstart_corpus_first(tmp_path, monkeypatch, config):
+    from tfm.training import experiment
+    from tfm.training.config import load_config
+
+    sdist = _sdist(tmp_path)
+    calls = []
+    monkeypatch.chdir(tmp_path)  # the configs name runs/quickstart_corpus/*.txt, relative to the working dir
+    monkeypatch.delenv(SDIST_ENV, raising=False)
+    monkeypatch.setattr(quickstart.subprocess, "run", _fake_pip(sdist, calls))
+
+    def stop(*args, **kwargs):  # the step after preparing the data: stop there, before any model is built
+        raise _Stop(sorted(p.name for p in (tmp_path / "runs" / "quickstart_corpus").iterdir()))
+
+    monkeypatch.setattr(experiment, "create_strategy", stop)
+    cfg = load_config(REPO / "configs" / config, [f"output_dir={tmp_path / 'run'}"])
+    assert cfg.data.prepare == "quickstart_corpus"
+    with pytest.raises(_Stop) as stopped:
+        experiment.run_experiment(cfg)
+    assert stopped.value.args[0] == ["eval.txt", "train.txt"] and len(calls) == 1
+    corpus = tmp_path / "runs" / "quickstart_corpus"
+    assert len((corpus / "train.txt").read_text().splitlines()) == 36
+    assert (corpus / "eval.txt").read_text().splitlines()[1] == "movie sentence 10 ."
+    with pytest.raises(_Stop):
+        experiment.run_experiment(cfg)  # present now: no second download
+    assert len(calls) == 1
+
+
+def test_local_sdist_from_the_environment_replaces_the_download(tmp_path, monkeypatch):
+    monkeypatch.setattr(quickstart.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
+    monkeypatch.setenv(SDIST_ENV, str(_sdist(tmp_path)))
+    files = fetch_corpus(tmp_path / "corpus")
+    assert (files["train"][1], files["eval"][1]) == (36, 3)
+    monkeypatch.setenv(SDIST_ENV, str(tmp_path / "nope.tar.gz"))
+    with pytest.raises(InputError, match=f"{SDIST_ENV}={tmp_path / 'nope.tar.gz'}: no such file"):
+        fetch_corpus(tmp_path / "other")
+    (tmp_path / "junk.tar.gz").write_text("not a tarball")
+    monkeypatch.setenv(SDIST_ENV, str(tmp_path / "junk.tar.gz"))
+    with pytest.raises(InputError, match="junk.tar.gz: cannot read the vaderSentiment sdist"):
+        fetch_corpus(tmp_path / "other")
+
+
+def test_quickstart_without_pypi_exits_2_with_one_actionable_line(tmp_path, monkeypatch, capsys):
+    from tfm.cli import main
+
+    # The real `pip download`, told to use no index: it fails at once, as with no network.
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.delenv(SDIST_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["quickstart", "--set", f"output_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"tfm quickstart: error: 'pip download {VADER_SDIST}' failed (ERROR: No matching "
+                          f"distribution found for {VADER_SDIST}); check that this machine reaches PyPI")
+    assert err.rstrip().endswith(f"set {SDIST_ENV}=/path/to/it")
+    assert not (tmp_path / "runs" / "quickstart_corpus" / "train.txt").exists()

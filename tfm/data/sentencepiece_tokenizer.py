@@ -1,6 +1,8 @@
 """SentencePiece (BPE or unigram): train with the `sentencepiece` package, run in-graph with tf-text."""
 
 import io
+import re
+import warnings
 from pathlib import Path
 
 import sentencepiece as spm
@@ -9,6 +11,7 @@ import tensorflow_text as tf_text
 from sentencepiece import sentencepiece_model_pb2
 
 from tfm.data.tokenizer_base import Tokenizer, strings_from
+from tfm.errors import InputError
 
 MODEL_FILE = "spm.model"
 # Ids 0-3 are sentencepiece's own pad/unk/bos/eos; the BERT-style controls follow so one model can feed
@@ -63,7 +66,8 @@ class SentencePieceTokenizer(Tokenizer):
 
         Args:
             texts: list of str or a tf.data.Dataset of strings.
-            vocab_size: int, exact vocabulary size (sentencepiece fails when too small for the characters).
+            vocab_size: int, vocabulary size; a corpus too small for it gives the largest size it supports,
+                with a warning naming both sizes (a size too small for the characters is an `InputError`).
             model_type: "bpe" or "unigram".
             character_coverage: float, share of characters kept (0.9995 suits CJK; rarer ones → unk).
             **trainer_options: other `sentencepiece.SentencePieceTrainer.train` options.
@@ -73,7 +77,6 @@ class SentencePieceTokenizer(Tokenizer):
         sentences = [t for t in strings_from(texts) if t.strip()]
         if not sentences:
             raise ValueError("cannot train a SentencePiece model on an empty corpus")
-        model = io.BytesIO()
         options = dict(
             pad_id=0, unk_id=1, bos_id=2, eos_id=3, control_symbols=list(CONTROL_SYMBOLS),
             character_coverage=character_coverage, num_threads=2, minloglevel=2,
@@ -81,11 +84,22 @@ class SentencePieceTokenizer(Tokenizer):
             max_sentence_length=1 << 16,
         )
         options.update(trainer_options)
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size, model_type=model_type,
-            **options,
-        )
-        return cls(model.getvalue())
+        try:
+            return cls(_train_model(sentences, vocab_size, model_type, options))
+        except RuntimeError as error:
+            too_high = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", str(error))
+            too_low = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(error))
+            if too_low:
+                raise InputError(f"a SentencePiece vocabulary of {vocab_size} tokens cannot hold the corpus's "
+                                 f"{too_low.group(1)} characters and special pieces; ask for more tokens (or lower "
+                                 f"character_coverage)") from None
+            if not too_high:
+                raise
+        # Too little text for `vocab_size` pieces: train the largest model it supports and say so.
+        reached = int(too_high.group(1))
+        warnings.warn(f"SentencePiece vocabulary reached {reached} of the requested {vocab_size} tokens: the corpus "
+                      f"has too little text; train on more text or ask for fewer tokens", stacklevel=2)
+        return cls(_train_model(sentences, reached, model_type, options))
 
     def save(self, directory):
         """Write `spm.model` and `tokenizer.json` into `directory`; returns its Path."""
@@ -118,3 +132,13 @@ class SentencePieceTokenizer(Tokenizer):
     def tf_tokenizer(self):
         """The underlying tf-text tokenizer (a tf.Module)."""
         return self._tokenizer
+
+
+def _train_model(sentences, vocab_size, model_type, options):
+    """Serialized model bytes trained by `sentencepiece` in memory."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size, model_type=model_type,
+        **options,
+    )
+    return model.getvalue()

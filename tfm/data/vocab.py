@@ -1,12 +1,14 @@
 """Build a vocabulary from corpus files, and load whichever tokenizer a directory holds."""
 
+import dataclasses
 from pathlib import Path
 
 from tfm.data.byte_pair import BytePairTokenizer
-from tfm.data.readers import read_text_corpus
+from tfm.data.readers import _format_of, read_classification, read_text_corpus
 from tfm.data.sentencepiece_tokenizer import SentencePieceTokenizer
 from tfm.data.tokenizer_base import Tokenizer
 from tfm.data.wordpiece import WordPieceTokenizer
+from tfm.errors import InputError
 
 TOKENIZER_TYPES = {cls.kind: cls for cls in (WordPieceTokenizer, SentencePieceTokenizer, BytePairTokenizer)}
 
@@ -16,33 +18,60 @@ def build_vocab(corpus_files, tokenizer_type="wordpiece", vocab_size=8000, out_d
     """Train a tokenizer on corpus files and save it (the `tfm vocab` command).
 
     Args:
-        corpus_files: path or list of paths: plain text (one document per line) or .jsonl (`text_field`).
+        corpus_files: path or list of paths: plain text (one document per line), .jsonl (`text_field`), or
+            .tsv/.csv classification data (the text column, found as the classification readers find it).
         tokenizer_type: "wordpiece" or "sentencepiece".
         vocab_size: int, target vocabulary size.
         out_dir: directory to save into (created); None to skip saving.
         lowercase: bool, uncased WordPiece (SentencePiece models are always cased).
-        format: corpus format passed to `read_text_corpus` ("lines", "paragraphs", "jsonl").
+        format: corpus format: "lines", "paragraphs", "jsonl" (see `read_text_corpus`), "tsv" or "csv";
+            default from each file's suffix.
         text_field: str, JSONL text key.
         model_type: "unigram" or "bpe" for SentencePiece.
 
     Returns:
         the trained Tokenizer.
 
+    Raises:
+        InputError: unknown type, unreadable or empty corpus, a table whose text column cannot be found.
+
     Example:
         >>> tok = build_vocab(["corpus.txt"], "wordpiece", 8000, "runs/vocab")  # doctest: +SKIP
     """
     if tokenizer_type not in ("wordpiece", "sentencepiece"):
-        raise ValueError(f"tokenizer_type must be 'wordpiece' or 'sentencepiece', got {tokenizer_type!r}")
-    corpus = read_text_corpus(corpus_files, format=format, text_field=text_field)
-    if corpus.num_examples == 0:
-        raise ValueError(f"no text found in {corpus_files} (skipped: {corpus.skipped})")
+        raise InputError(f"tokenizer_type must be 'wordpiece' or 'sentencepiece', got {tokenizer_type!r}")
+    paths = [corpus_files] if isinstance(corpus_files, (str, Path)) else list(corpus_files)
+    dataset, num_texts = None, 0
+    for path in paths:
+        try:
+            part = _read_texts(path, format, text_field)
+        except ValueError as error:  # the readers' "path:line: problem", shown as a user error
+            raise InputError(str(error)) from None
+        dataset = part.dataset if dataset is None else dataset.concatenate(part.dataset)
+        num_texts += part.num_examples
+    if num_texts == 0:
+        raise InputError(f"no text found in {', '.join(map(str, paths))}")
     if tokenizer_type == "wordpiece":
-        tokenizer = WordPieceTokenizer.train(corpus.dataset, vocab_size, lowercase=lowercase)
+        tokenizer = WordPieceTokenizer.train(dataset, vocab_size, lowercase=lowercase)
     else:
-        tokenizer = SentencePieceTokenizer.train(corpus.dataset, vocab_size, model_type=model_type)
+        tokenizer = SentencePieceTokenizer.train(dataset, vocab_size, model_type=model_type)
     if out_dir is not None:
         tokenizer.save(out_dir)
     return tokenizer
+
+
+def _read_texts(path, format, text_field):
+    """ReadResult of one corpus file's texts; a TSV/CSV gives its text column, as for classification."""
+    kind = _format_of(path, format)
+    if kind not in ("tsv", "csv"):
+        return read_text_corpus(path, format=format, text_field=text_field)
+    try:
+        table = read_classification(path, format=kind)
+    except ValueError as error:
+        raise InputError(f"{error}. A {kind.upper()} corpus is read like classification data: a header row, a "
+                         f"'label' column and one text column (e.g. 'label<TAB>sentence'); otherwise give a text "
+                         f"file with one document a line") from None
+    return dataclasses.replace(table, dataset=table.dataset.map(lambda row: row["text"]))
 
 
 def load_tokenizer(directory) -> Tokenizer:

@@ -42,6 +42,40 @@ def _drop_batch(expected):
     return tuple(expected)[1:]
 
 
+MIXED_POLICIES = (("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16"))
+
+
+def _named_outputs(outputs):
+    """`[(key, tensor)]`: dict keys, tuple/list indices, or `[(0, tensor)]` for a single tensor."""
+    if isinstance(outputs, dict):
+        return list(outputs.items())
+    if isinstance(outputs, (tuple, list)):
+        return list(enumerate(outputs))
+    return [(0, outputs)]
+
+
+def assert_output_dtypes(outputs, compute_dtype, float32_outputs=()):
+    """Every output is exactly `compute_dtype`, except those named in `float32_outputs`, which are float32.
+
+    Args:
+        outputs: a tensor, or a dict/tuple/list of tensors (one level).
+        compute_dtype: str, the policy's compute dtype (e.g. `"float16"`).
+        float32_outputs: keys or indices of the outputs the contract keeps in float32.
+    """
+    named = _named_outputs(outputs)
+    unknown = set(float32_outputs) - {key for key, _ in named}
+    assert not unknown, f"float32_outputs {sorted(unknown, key=str)} are not outputs of the model"
+    got = {key: keras.backend.standardize_dtype(t.dtype) for key, t in named}
+    expected = {key: "float32" if key in float32_outputs else compute_dtype for key, _ in named}
+    assert got == expected, f"output dtypes {got} != {expected} under a {compute_dtype} compute policy"
+
+
+def assert_float32_variables(layer):
+    """Mixed precision keeps every variable in float32."""
+    wrong = {w.path: w.dtype for w in layer.weights if w.dtype != "float32"}
+    assert not wrong, f"variables not in float32: {wrong}"
+
+
 def assert_allclose_structure(actual, expected, atol=1e-5, rtol=1e-5):
     keras.tree.assert_same_structure(actual, expected)
     for a, e in zip(keras.tree.flatten(_to_numpy(actual)), keras.tree.flatten(_to_numpy(expected))):
@@ -57,14 +91,20 @@ def run_layer_test(
     expected_num_non_trainable_weights=0,
     call_kwargs=None,
     expected_trainable_params=None,
+    float32_outputs=(),
 ):
     """Checks a layer: eager and symbolic shapes, dtypes, exact weight counts, config round trip,
-    and mixed precision (bfloat16 and float16 compute, float32 variables)."""
+    and mixed precision (bfloat16 and float16 compute, float32 variables).
+
+    Args:
+        float32_outputs: output keys or indices the layer's contract keeps in float32 under a mixed policy;
+            every other output must be exactly in the compute dtype.
+    """
     call_kwargs = call_kwargs or {}
     layer = layer_cls(**init_kwargs)
     outputs = layer(input_data, **call_kwargs)
     assert _shapes(outputs) == expected_output_shape
-    assert _first_output(outputs).dtype == "float32"
+    assert_output_dtypes(outputs, "float32")
     assert len(layer.trainable_weights) == expected_num_trainable_weights
     assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights
     if expected_trainable_params is not None:
@@ -79,20 +119,27 @@ def run_layer_test(
     symbolic_out = layer_cls(**init_kwargs)(_symbolic(input_data), **call_kwargs)
     assert _shapes(symbolic_out, drop_batch=True) == _drop_batch(expected_output_shape)
 
-    for policy, compute in (("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")):
+    for policy, compute in MIXED_POLICIES:
         mixed = layer_cls(**init_kwargs, dtype=policy)
-        out = mixed(input_data, **call_kwargs)
-        assert _first_output(out).dtype == compute
-        assert all(w.dtype == "float32" for w in mixed.weights)
+        assert_output_dtypes(mixed(input_data, **call_kwargs), compute, float32_outputs)
+        assert_float32_variables(mixed)
     return layer
 
 
-def run_backbone_test(model_cls, init_kwargs, input_data, expected_output_shape, expected_num_params):
+def run_backbone_test(
+    model_cls, init_kwargs, input_data, expected_output_shape, expected_num_params, float32_outputs=()
+):
     """Checks a functional model: shapes, exact parameter count, config round trip, `.keras` save/load
-    equality, mixed precision, variable sequence lengths, and predict on arrays == on a tf.data dataset."""
+    equality, mixed precision, variable sequence lengths, and predict on arrays == on a tf.data dataset.
+
+    Args:
+        float32_outputs: output keys (dict outputs) or indices that the model's contract keeps in float32
+            under a mixed policy (e.g. logits feeding a loss); every other output must be in the compute dtype.
+    """
     model = model_cls(**init_kwargs)
     outputs = model(input_data)
     assert _shapes(outputs) == expected_output_shape
+    assert_output_dtypes(outputs, "float32")
     assert model.count_params() == expected_num_params
     assert len(model.non_trainable_weights) == 0
 
@@ -116,13 +163,45 @@ def run_backbone_test(model_cls, init_kwargs, input_data, expected_output_shape,
     dataset = tf.data.Dataset.from_tensor_slices(input_data).batch(2)
     assert_allclose_structure(model.predict(dataset, verbose=0), predicted, atol=1e-6, rtol=1e-6)
 
-    for policy, compute in (("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")):
+    for policy, compute in MIXED_POLICIES:
         mixed = model_cls(**init_kwargs, dtype=policy)
-        out = mixed(input_data)
-        assert all(t.dtype == compute or t.dtype == "float32" for t in keras.tree.flatten(out))
-        assert all(w.dtype == "float32" for w in mixed.weights)
+        assert_output_dtypes(mixed(input_data), compute, float32_outputs)
+        assert_float32_variables(mixed)
         assert mixed.count_params() == expected_num_params
     return model
+
+
+def abstract_param_count(build):
+    """Parameter count of the model `build()` returns, without allocating its weights (for multi-GB presets).
+
+    Variables created in a `keras.StatelessScope(initialize_variables=False)` keep their shapes but defer
+    their values; they are dropped from Keras' pending-initialisation list on exit, so nothing is allocated.
+
+    Args:
+        build: callable returning a built Keras model (or layer).
+    """
+    from keras.src.backend.common import global_state
+
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            model = build()
+            assert all(w._value is None for w in model.weights), "weights were allocated"
+            return model.count_params()
+    finally:
+        global_state.set_global_attribute("uninitialized_variables", [])
+
+
+def keras_hub_preset_params(family, preset):
+    """The `params` KerasHub publishes in its preset metadata (shipped in the installed package).
+
+    Args:
+        family: str, KerasHub model folder (`"bert"`, `"gpt2"`).
+        preset: str, KerasHub preset name (e.g. `"gpt2_base_en"`).
+    """
+    import importlib
+
+    module = importlib.import_module(f"keras_hub.src.models.{family}.{family}_presets")
+    return module.backbone_presets[preset]["metadata"]["params"]
 
 
 def randomize_weights(model, seed=0):

@@ -1,8 +1,18 @@
-"""Shared fixtures: slices of real SST-2 text and a WordPiece vocabulary trained once per session."""
+"""Shared fixtures: text that ships in tests/text (always there), slices of real SST-2 (skip when absent),
+and a WordPiece vocabulary trained once per session on the shipped text."""
+
+from pathlib import Path
 
 import pytest
 
 from tests.data_paths import shared_data
+
+TEXT = Path(__file__).resolve().parents[1] / "text"
+
+
+def shipped_lines(name):
+    """Lines of `tests/text/NAME` (written by tests/text/make_text.py)."""
+    return (TEXT / name).read_text(encoding="utf-8").splitlines()
 
 
 def _sst2_sentences(name, limit=None):
@@ -12,8 +22,25 @@ def _sst2_sentences(name, limit=None):
 
 
 @pytest.fixture(scope="session")
+def english_train():
+    """First 600 shipped English sentences: the training text."""
+    return shipped_lines("english.txt")[:600]
+
+
+@pytest.fixture(scope="session")
+def english_dev():
+    """The other 200 shipped English sentences: held-out text."""
+    return shipped_lines("english.txt")[600:]
+
+
+@pytest.fixture(scope="session")
+def chinese_text():
+    return shipped_lines("chinese.txt")
+
+
+@pytest.fixture(scope="session")
 def sst2_train_slice():
-    """First 4,000 SST-2 training sentences (enough text for a 2k vocabulary, fast to train on)."""
+    """First 4,000 SST-2 training sentences (real data: tests using it skip on a fresh clone)."""
     return _sst2_sentences("train.tsv", 4000)
 
 
@@ -23,7 +50,8 @@ def sst2_dev():
 
 
 @pytest.fixture(scope="session")
-def wordpiece(sst2_train_slice):
+def wordpiece(english_train):
+    """A 190-token WordPiece vocabulary of the shipped English text (subwords for its rarer words)."""
     from tfm.data import WordPieceTokenizer
 
-    return WordPieceTokenizer.train(sst2_train_slice, vocab_size=2000)
+    return WordPieceTokenizer.train(english_train, vocab_size=190)

@@ -22,19 +22,20 @@ def test_sst2_dev_classification_batches(wordpiece):
 
 
 def test_text_pair_batches(tmp_path, wordpiece):
-    (tmp_path / "p.tsv").write_text("a\tb\tlabel\nthe film\ta movie\tyes\ngood\tbad acting\tno\n")
+    (tmp_path / "p.tsv").write_text("a\tb\tlabel\nthe film\told movie\tyes\nwitty\tboring script\tno\n")
     data = read_classification(tmp_path / "p.tsv", text_column="a", text_pair_column="b")
     x, y = next(iter(classification_dataset(data, wordpiece, sequence_length=8, batch_size=2)))
-    ids = [wordpiece.token_to_id(t) for t in ["the", "film", "a", "movie", "good", "bad", "acting"]]
-    the, film, a, movie, good, bad, acting = ids
-    assert x["token_ids"].numpy().tolist() == [[2, the, film, 3, a, movie, 3, 0], [2, good, 3, bad, acting, 3, 0, 0]]
+    ids = [wordpiece.token_to_id(t) for t in ["the", "film", "old", "movie", "witty", "boring", "script"]]
+    the, film, old, movie, witty, boring, script = ids
+    assert x["token_ids"].numpy().tolist() == [[2, the, film, 3, old, movie, 3, 0],
+                                               [2, witty, 3, boring, script, 3, 0, 0]]
     assert x["segment_ids"].numpy().tolist() == [[0, 0, 0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1, 0, 0]]
     assert y.numpy().tolist() == [1, 0]  # labels sorted: no=0, yes=1
 
 
-def test_one_tokenizer_feeds_several_whole_word_pipelines(wordpiece, sst2_dev):
+def test_one_tokenizer_feeds_several_whole_word_pipelines(wordpiece, english_dev):
     totals = []
     for seed in (1, 2):  # each builds its own graph with the same tokenizer object
-        ds = mlm_dataset(sst2_dev[:64], wordpiece, sequence_length=32, batch_size=32, whole_word=True, seed=seed)
+        ds = mlm_dataset(english_dev[:64], wordpiece, sequence_length=32, batch_size=32, whole_word=True, seed=seed)
         totals.append(sum(int(x["padding_mask"].numpy().sum()) for x, _, _ in ds))
-    assert totals[0] == totals[1] == sum(min(len(r) + 2, 32) for r in wordpiece.tokenize(sst2_dev[:64]).to_list())
+    assert totals[0] == totals[1] == sum(min(len(r) + 2, 32) for r in wordpiece.tokenize(english_dev[:64]).to_list())

@@ -76,8 +76,8 @@ def _mask_real(wordpiece, sentences, whole_word, sequence_length=64, seed=7):
     return x, flags, [t.numpy() for t in out]
 
 
-def test_mlm_masking_statistics_on_sst2(wordpiece, sst2_train_slice, sst2_dev):
-    sentences = sst2_train_slice + sst2_dev * 4  # ≈ 7.5k real sentences, ≈ 90k candidate tokens
+def test_mlm_masking_statistics(wordpiece, english_train, english_dev):
+    sentences = (english_train + english_dev) * 9  # 7.2k shipped sentences, ≈ 90k candidate tokens
     x, _, (masked, positions, mask_ids, weights) = _mask_real(wordpiece, sentences, whole_word=False)
     original = x["token_ids"].numpy()
     special = np.isin(original, wordpiece.special_ids)
@@ -104,8 +104,8 @@ def test_mlm_masking_statistics_on_sst2(wordpiece, sst2_train_slice, sst2_dev):
         assert weights[r, :k].all() and list(positions[r, :k]) == sorted(set(positions[r, :k]))
 
 
-def test_whole_word_masking_keeps_words_whole(wordpiece, sst2_train_slice):
-    x, flags, (masked, positions, _, weights) = _mask_real(wordpiece, sst2_train_slice, whole_word=True)
+def test_whole_word_masking_keeps_words_whole(wordpiece, english_train):
+    x, flags, (masked, positions, _, weights) = _mask_real(wordpiece, english_train * 4, whole_word=True)
     flags, original = flags.numpy(), x["token_ids"].numpy()
     selected = np.zeros_like(original, bool)
     rows, cols = np.nonzero(weights)

@@ -1,6 +1,7 @@
 """`tfm export RUN_DIR EXPORT_DIR` on a run dir read by `tfm.training.experiment.load_run`, and `tfm predict`."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -118,7 +119,18 @@ def test_predictor_reads_every_task_export(served):
     assert [s["token_ids"] for s in sampled] == [g["token_ids"][:3] for g in greedy]
 
 
-def test_measure_latency_counts_every_request(served):
+def test_measure_latency_times_every_request(served, monkeypatch):
+    # A fake clock: timed call i takes i + 1 ms, so the statistics are known numbers, and every read is counted.
+    reads = []
+
+    def perf_counter():
+        reads.append(None)
+        call, stop = divmod(len(reads) - 1, 2)
+        return 10.0 * call + stop * (call + 1) / 1000.0
+
+    monkeypatch.setattr("tfm.export.latency.time", SimpleNamespace(perf_counter=perf_counter))
     result = measure_latency(served.dirs["classifier"], conftest.TEXTS, iterations=7, warmup=1)
-    assert (result["iterations"], result["format"]) == (7, "saved_model")
-    assert 0 < result["p50_ms"] <= result["p99_ms"]
+    assert len(reads) == 2 * 7  # a start and a stop around each of the 7 timed calls, none for the warm-up
+    # Times 1..7 ms: median 4, mean 4, 99th percentile (linear) 6 + 0.94 x (7 - 6).
+    assert result == {"p50_ms": pytest.approx(4.0), "p99_ms": pytest.approx(6.94), "mean_ms": pytest.approx(4.0),
+                      "iterations": 7, "format": "saved_model"}

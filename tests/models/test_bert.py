@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tests.helpers import run_backbone_test
+from tests.helpers import abstract_param_count, keras_hub_preset_params, run_backbone_test
 from tfm.models import BERT_PRESETS, BertBackbone
 
 TINY = {"vocabulary_size": 50, "num_layers": 2, "num_heads": 3, "hidden_dim": 12, "intermediate_dim": 20, "max_sequence_length": 16}
@@ -44,24 +44,26 @@ def test_padding_does_not_leak_into_real_tokens():
     np.testing.assert_allclose(np.asarray(model(x2)["sequence_output"])[1, :5], out[1, :5], atol=1e-5)
 
 
-def test_bert_base_matches_published_parameter_count():
-    # Devlin et al. 2019: BERT-base ~110M with the 30,522-token uncased vocabulary (exactly 109,482,240).
-    model = BertBackbone.from_preset("bert_base")
-    assert model.count_params() == 109_482_240
-    assert bert_param_count(30522, 12, 768, 3072, 512) == 109_482_240
-
-
+# KerasHub's published uncased English presets (Google's checkpoints) and their metadata `params`.
 @pytest.mark.parametrize(
-    "name,layers,hidden,params",
-    [("bert_tiny", 2, 128, 4_385_920), ("bert_mini", 4, 256, 11_170_560), ("bert_small", 4, 512, 28_763_648),
-     ("bert_medium", 8, 512, 41_373_184), ("bert_large", 24, 1024, 335_141_888)],
+    "name,keras_hub_name,params",
+    [("bert_tiny", "bert_tiny_en_uncased", 4_385_920), ("bert_small", "bert_small_en_uncased", 28_763_648),
+     ("bert_medium", "bert_medium_en_uncased", 41_373_184), ("bert_base", "bert_base_en_uncased", 109_482_240),
+     ("bert_large", "bert_large_en_uncased", 335_141_888)],
 )
-def test_preset_shapes(name, layers, hidden, params):
-    cfg = BERT_PRESETS[name]
-    assert (cfg["num_layers"], cfg["hidden_dim"], cfg["intermediate_dim"]) == (layers, hidden, 4 * hidden)
-    assert bert_param_count(30522, layers, hidden, 4 * hidden, 512) == params
-    if hidden <= 256:  # build only the small ones in tests
-        assert BertBackbone.from_preset(name).count_params() == params
+def test_presets_match_published_parameter_counts(name, keras_hub_name, params):
+    assert keras_hub_preset_params("bert", keras_hub_name) == params
+    assert abstract_param_count(lambda: BertBackbone.from_preset(name)) == params
+
+
+def test_bert_mini_matches_keras_hub_of_the_same_sizes():
+    import keras_hub
+
+    c = {k: v for k, v in BERT_PRESETS["bert_mini"].items() if k != "dropout"}
+    assert (c["num_layers"], c["hidden_dim"], c["intermediate_dim"]) == (4, 256, 1024)
+    reference = abstract_param_count(lambda: keras_hub.models.BertBackbone(**c))
+    assert reference == bert_param_count(30522, 4, 256, 1024, 512) == 11_170_560
+    assert BertBackbone.from_preset("bert_mini").count_params() == reference  # built for real: small
 
 
 def test_from_preset_errors_name_the_valid_choices():

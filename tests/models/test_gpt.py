@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import randomize_weights, run_backbone_test
+from tests.helpers import abstract_param_count, keras_hub_preset_params, randomize_weights, run_backbone_test
 from tfm.models import GPT_PRESETS, GptBackbone
 
 TINY = {"vocabulary_size": 50, "num_layers": 2, "num_heads": 3, "hidden_dim": 12, "intermediate_dim": 20, "max_sequence_length": 16}
@@ -27,20 +27,29 @@ def test_gpt_backbone():
     run_backbone_test(GptBackbone, TINY, _inputs(), (3, 8, 12), expected_num_params=expected)
 
 
-def test_gpt2_small_matches_published_parameter_count():
-    # Radford et al. 2019: GPT-2 small "117M", 124,439,808 with the 50,257-token vocabulary and tied output.
-    assert GptBackbone.from_preset("gpt2_small").count_params() == 124_439_808
-
-
+# KerasHub's published GPT-2 presets (OpenAI's checkpoints, 1024 positions, tied output) and their metadata
+# `params`; the literal numbers are also in HF's model cards (124M / 355M / 774M / 1558M).
 @pytest.mark.parametrize(
-    "name,params",
-    [("gpt2_medium", 354_823_168), ("gpt2_large", 774_030_080), ("gpt2_xl", 1_557_611_200),
-     ("gpt3_small", 125_226_240), ("gpt3_2.7b", 2_651_553_280)],
+    "name,keras_hub_name,params",
+    [("gpt2_small", "gpt2_base_en", 124_439_808), ("gpt2_medium", "gpt2_medium_en", 354_823_168),
+     ("gpt2_large", "gpt2_large_en", 774_030_080), ("gpt2_xl", "gpt2_extra_large_en", 1_557_611_200)],
 )
-def test_preset_parameter_counts(name, params):
-    c = GPT_PRESETS[name]
-    count = gpt_param_count(c["vocabulary_size"], c["num_layers"], c["hidden_dim"], c["intermediate_dim"], c["max_sequence_length"])
-    assert count == params
+def test_gpt2_presets_match_published_parameter_counts(name, keras_hub_name, params):
+    assert keras_hub_preset_params("gpt2", keras_hub_name) == params
+    # Built abstractly: shapes only, so gpt2_xl costs no 6 GB of weights.
+    assert abstract_param_count(lambda: GptBackbone.from_preset(name)) == params
+
+
+@pytest.mark.parametrize("name", ["gpt3_small", "gpt3_medium", "gpt3_large", "gpt3_xl", "gpt3_2.7b"])
+def test_gpt3_presets_match_keras_hub_gpt2_of_the_same_sizes(name):
+    # Dense-attention GPT-3 is the GPT-2 architecture at other sizes, so KerasHub's GPT2Backbone is the oracle.
+    import keras_hub
+
+    c = {k: v for k, v in GPT_PRESETS[name].items() if k != "dropout"}
+    reference = abstract_param_count(lambda: keras_hub.models.GPT2Backbone(**c))
+    assert abstract_param_count(lambda: GptBackbone.from_preset(name)) == reference
+    # Brown et al. 2020 table 2.1 rounds these to 125M and 2.7B.
+    assert reference == {"gpt3_small": 125_226_240, "gpt3_2.7b": 2_651_553_280}.get(name, reference)
 
 
 def test_cached_decoding_equals_full_forward_and_compiles():

@@ -1,4 +1,5 @@
-"""Every shipped config loads strictly and builds its model; the CLI reports config errors by key."""
+"""Every shipped config loads strictly and builds its model (parameter count checked against KerasHub);
+the CLI reports config errors by key."""
 
 import os
 import subprocess
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import abstract_param_count
 from tfm.training.config import load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
@@ -24,6 +26,63 @@ def test_config_loads_and_opens_with_a_command_comment(path):
     assert text.startswith("#") and "Command:" in text.split("\n\n")[0]
     cfg = load_config(path)
     assert cfg.trainer.steps > 0 and cfg.data.train
+
+
+CONLL_TAGS = ["O"] + [f"{p}-{t}" for t in ("PER", "ORG", "LOC", "MISC") for p in "BI"]  # CoNLL-2003's 9 tags
+ZH_TAGS = ["O"] + [f"{p}-{t}" for t in ("PER", "ORG", "LOC") for p in "BI"]  # the Chinese NER set's 7 tags
+
+# Each config's model, written out from its YAML and the preset it names (read them side by side):
+# (task, layers, heads, hidden, intermediate, positions, vocabulary = data.tokenizer.vocab_size, labels, lstm).
+SIZES = {
+    "bert_base_mlm.yaml": ("masked_lm", 12, 12, 768, 3072, 512, 30522, None, None),
+    "bert_tiny_mlm.yaml": ("masked_lm", 2, 2, 128, 512, 512, 8000, None, None),
+    "chnsenticorp.yaml": ("text_classifier", 2, 2, 128, 512, 512, 6000, ["negative", "positive"], None),
+    "conll2003.yaml": ("token_classifier", 4, 2, 128, 512, 512, 8000, CONLL_TAGS, None),
+    "gpt2_small_clm.yaml": ("causal_lm", 12, 12, 768, 3072, 1024, 50257, None, None),
+    "gpt_tiny_clm.yaml": ("causal_lm", 2, 2, 128, 512, 128, 8000, None, None),
+    "sst2.yaml": ("text_classifier", 2, 2, 128, 512, 512, 8000, ["negative", "positive"], None),
+    "zh_ner.yaml": ("token_classifier", 3, 2, 128, 512, 512, 5000, ZH_TAGS, 128),
+}
+
+
+def _keras_hub_reference(task, layers, heads, hidden, intermediate, positions, vocabulary, labels, lstm):
+    """`(model, extra)`: the same model from KerasHub where it has one (extra 0); else KerasHub's backbone and
+    the hand-counted parameters of tfm's head on top of it."""
+    import keras_hub
+
+    sizes = dict(vocabulary_size=vocabulary, num_layers=layers, num_heads=heads, hidden_dim=hidden,
+                 intermediate_dim=intermediate, max_sequence_length=positions)
+    if task == "causal_lm":  # tied output projection: no weights beyond the backbone
+        backbone = keras_hub.models.GPT2Backbone(**sizes)
+        return keras_hub.models.GPT2CausalLM(backbone, preprocessor=None, compile=False), 0
+    backbone = keras_hub.models.BertBackbone(**sizes)
+    if task == "masked_lm":
+        return keras_hub.models.BertMaskedLM(backbone, preprocessor=None, compile=False), 0
+    if task == "text_classifier":
+        return keras_hub.models.BertTextClassifier(backbone, len(labels), preprocessor=None, compile=False), 0
+    # Token classifier: [BiLSTM: per direction 4 gates x (input + recurrent kernels + bias)] -> dense tags.
+    width = 2 * lstm if lstm else hidden
+    bilstm = 2 * 4 * (hidden * lstm + lstm * lstm + lstm) if lstm else 0
+    return backbone, bilstm + width * len(labels) + len(labels)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_builds_its_model_with_the_reference_parameter_count(path):
+    """Built abstractly (shapes only), so bert_base / gpt2_small cost no weights."""
+    from types import SimpleNamespace
+
+    from tfm.training.experiment import build_task
+
+    cfg = load_config(path)
+    task, layers, heads, hidden, intermediate, positions, vocabulary, labels, lstm = SIZES[path.name]
+    assert (cfg.task.name, cfg.data.tokenizer.vocab_size, cfg.task.lstm_units) == (task, vocabulary, lstm)
+    tokenizer = SimpleNamespace(vocabulary_size=cfg.data.tokenizer.vocab_size)
+    count = abstract_param_count(lambda: build_task(cfg, tokenizer, labels, initialize=False))
+    head = []  # hand-counted head parameters, from inside the abstract build
+    reference = abstract_param_count(lambda: head.append(_keras_hub_reference(*SIZES[path.name])) or head[0][0])
+    assert count == reference + head[0][1]
+    if path.name == "gpt2_small_clm.yaml":
+        assert count == 124_439_808  # GPT-2 small as published
 
 
 def test_cli_names_the_unknown_key(tmp_path):

@@ -6,12 +6,17 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+# The seed every test starts from. Tests that train assert with a margin that must hold for other seeds too
+# (another CPU's rounding changes a training run about as much as another seed): `TFM_TEST_SEED=7 make test`
+# checks that margin.
+TEST_SEED = int(os.environ.get("TFM_TEST_SEED", "1234"))
+
 
 @pytest.fixture(autouse=True)
 def _reset_keras_state():
     """Each test starts from float32, a fixed seed and a clean Keras session."""
     keras.config.set_dtype_policy("float32")
-    keras.utils.set_random_seed(1234)
+    keras.utils.set_random_seed(TEST_SEED)
     yield
     keras.config.set_dtype_policy("float32")
     keras.backend.clear_session()

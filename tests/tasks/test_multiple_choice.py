@@ -83,7 +83,8 @@ def test_learns_word_repeat_toy_well_above_chance():
     model.fit(x, y, batch_size=32, epochs=6, verbose=0)  # 600 steps
     accuracy = tfm.metrics.accuracy(held_y, model.predict(held_x, verbose=0).argmax(-1))
     print(f"multiple-choice toy held-out accuracy {accuracy:.3f} (chance 0.25)")
-    assert accuracy >= 0.7
+    # Measured 0.913, and 0.860 / 0.900 with TFM_TEST_SEED=1 / 2 (2-core AMD EPYC); chance is 0.25.
+    assert accuracy >= 0.75
 
 
 def test_docstring_examples():

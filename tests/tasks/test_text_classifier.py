@@ -78,12 +78,14 @@ def test_regression_fits_toy_target():
     ids[:, 0] = 2
     target = (ids[:, 1:] == 7).mean(-1).astype("float32")
     x = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": np.ones_like(ids)}
-    backbone = BertBackbone(vocabulary_size=12, num_layers=1, num_heads=2, hidden_dim=32, intermediate_dim=64,
+    # Width 64 and a rate decaying to zero: at width 32 with a constant 3e-3, one init in five (TFM_TEST_SEED=1)
+    # stalled at r 0.64 however long it trained; this recipe reached MSE <= 0.0006 x variance on all five.
+    backbone = BertBackbone(vocabulary_size=12, num_layers=1, num_heads=2, hidden_dim=64, intermediate_dim=128,
                             max_sequence_length=9, dropout=0.0)
     model = TextClassifier(backbone, num_classes=1, dropout=0.0, regression=True)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=False)
-    model.fit({k: v[:448] for k, v in x.items()}, target[:448], batch_size=32, epochs=15,
-              verbose=0)
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, 20 * 14)),
+                  jit_compile=False)
+    model.fit({k: v[:448] for k, v in x.items()}, target[:448], batch_size=32, epochs=20, verbose=0)  # 280 steps
     held = {k: v[448:] for k, v in x.items()}
     sums = model.metric_sums(target[448:], model.predict(held, verbose=0))
     metrics = model.metrics_from_sums(sums)
@@ -111,7 +113,9 @@ def test_sst2_slice_learned_above_chance():
     accuracy = tfm.metrics.accuracy(labels, predicted)
     majority = max(labels.mean(), 1 - labels.mean())
     print(f"SST-2 held-out accuracy {accuracy:.3f} (majority {majority:.3f})")
-    assert majority < 0.6 and accuracy >= 0.65
+    # Measured 0.752, and 0.734 / 0.744 with TFM_TEST_SEED=1 / 2 (2-core AMD EPYC): the floor leaves 0.034
+    # below the lowest for other CPUs' rounding.
+    assert majority < 0.6 and accuracy >= 0.70
 
 
 def test_docstring_examples():

@@ -104,7 +104,9 @@ def test_conll2003_slice_entity_f1_well_above_all_o():
     f1 = entity_scores(true, pred)["micro avg"]["f1"]
     all_o = entity_scores(true, [["O"] * len(t) for t in true])["micro avg"]["f1"]
     print(f"CoNLL-2003 held-out entity F1 {f1:.3f} (all-O {all_o:.3f})\n{entity_classification_report(true, pred)}")
-    assert all_o == 0.0 and sum(map(len, true)) > 6000 and f1 > 0.3
+    # Measured 0.504, and 0.497 / 0.496 with TFM_TEST_SEED=1 / 2 (2-core AMD EPYC); all-O scores 0. The floor
+    # leaves 0.046 below the lowest for other CPUs' rounding.
+    assert all_o == 0.0 and sum(map(len, true)) > 6000 and f1 > 0.45
 
 
 def test_docstring_examples():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import TEST_SEED
 from tests.data_paths import shared_data
 from tfm import metrics as tfm_metrics
 from tfm.training.config import ConfigError, from_dict, ExperimentConfig, TaskConfig
@@ -26,7 +27,7 @@ def _config(tmp_path, task, train, eval_, data=None, trainer=None, pretrain=None
         "data": {"train": [str(p) for p in train], "eval": [str(p) for p in eval_], "sequence_length": 32,
                  "tokenizer": {"vocab_size": 1000}, **(data or {})},
         "trainer": {"steps": 40, "batch_size": 16, "learning_rate": 1e-3, "log_every": 20, "eval_every": 20,
-                    "checkpoint_every": 20, "peak_flops": 1e11, **(trainer or {})},
+                    "checkpoint_every": 20, "peak_flops": 1e11, "seed": TEST_SEED, **(trainer or {})},
     }
     if pretrain is not None:
         cfg["pretrain"] = pretrain
@@ -52,6 +53,8 @@ def test_text_classifier_pretrain_then_finetune_learns_and_evaluate_reproduces(t
                            "learning_rate": 3e-3, "warmup_steps": 30},
                   pretrain={"trainer": {"steps": 20, "eval_every": 20, "checkpoint_every": 20, "warmup_steps": 0}})
     metrics, trainer = run_experiment(cfg, verbose=False)
+    with capsys.disabled():
+        print(f"SST-2 slice, tfm train (pretrain + fine-tune): {metrics}")
     run_dir = cfg.output_dir
     # The pretraining stage ran into run/pretrain, and the classifier started from its backbone and tokenizer.
     pre = load_run(os.path.join(run_dir, "pretrain"))
@@ -59,7 +62,8 @@ def test_text_classifier_pretrain_then_finetune_learns_and_evaluate_reproduces(t
     assert json.load(open(os.path.join(run_dir, "labels.json")))["label_names"] == ["0", "1"]
     assert open(os.path.join(run_dir, "tokenizer", "vocab.txt")).read() == open(
         os.path.join(run_dir, "pretrain", "tokenizer", "vocab.txt")).read()
-    # Learns: well above chance (dev is ~51% positive) on held-aside dev sentences.
+    # Learns: well above chance (dev is ~51% positive) on held-aside dev sentences. Measured 0.693, and
+    # 0.667 / 0.653 with TFM_TEST_SEED=1 / 2 (2-core AMD EPYC): the floor leaves 0.033 below the lowest.
     assert metrics["accuracy"] > 0.62, metrics
     # `tfm evaluate` reloads the checkpoint and reproduces the final in-training scores exactly.
     from tfm.cli import main
@@ -215,18 +219,21 @@ def test_pretrain_section_is_checked_and_derived():
 
 @pytest.mark.slow
 def test_multiple_choice_through_tfm_train_learns_a_toy(tmp_path):
-    # The right choice repeats the context's animal; the others name different animals.
+    # Which choice is an animal? One animal among two things, at a random position. A model that reads the
+    # choices against the right labels reaches 1.0 (measured loss 0.006-0.008 after 100 steps on 3 seeds); one
+    # fed misaligned labels or choices stays at chance, 1/3. (An earlier toy that had to match the context's
+    # animal reached 0.52-0.80 in 400 steps depending on the CPU and seed: too narrow a gap to test on.)
     rng = np.random.default_rng(0)
     animals = ["cat", "dog", "fox", "owl", "bee", "elk", "yak", "ant", "bat", "cow"]
+    things = ["cup", "pen", "rock", "box", "hat", "key", "map", "car", "bell", "lamp"]
 
     def records(n):
         out = []
         for _ in range(n):
-            right, *wrong = rng.choice(animals, 3, replace=False)
+            choices = list(rng.choice(things, 2, replace=False))
             label = int(rng.integers(3))
-            choices = list(wrong)
-            choices.insert(label, right)
-            out.append(json.dumps({"context": f"the {right} sat here", "choices": [f"a {c}" for c in choices],
+            choices.insert(label, rng.choice(animals))
+            out.append(json.dumps({"context": "which of these is an animal", "choices": [f"a {c}" for c in choices],
                                    "label": label}))
         return "\n".join(out) + "\n"
 
@@ -234,12 +241,13 @@ def test_multiple_choice_through_tfm_train_learns_a_toy(tmp_path):
     (tmp_path / "dev.jsonl").write_text(records(60))
     cfg = _config(tmp_path, "multiple_choice", [tmp_path / "train.jsonl"], [tmp_path / "dev.jsonl"],
                   data={"format": "jsonl", "sequence_length": 12, "tokenizer": {"vocab_size": 100}},
-                  model={"num_layers": 2}, trainer={"steps": 400, "eval_every": 400, "checkpoint_every": 400,
-                                                     "learning_rate": 3e-3, "weight_decay": 0.0})
+                  trainer={"steps": 120, "eval_every": 120, "checkpoint_every": 120, "learning_rate": 3e-3,
+                           "weight_decay": 0.0})
     metrics, trainer = run_experiment(cfg, verbose=False)
+    print(f"multiple-choice tfm train toy: {metrics}")
     assert json.load(open(os.path.join(cfg.output_dir, "labels.json")))["num_choices"] == 3
     assert trainer.model.num_choices == 3
-    assert metrics["accuracy"] > 0.6, metrics  # chance is 1/3 on the 60 held-out questions (measured 0.717)
+    assert metrics["accuracy"] >= 0.95 and metrics["loss"] < 0.1, metrics  # 57 of the 60 held-out questions
     assert evaluate_run(cfg.output_dir)["accuracy"] == pytest.approx(metrics["accuracy"])
 
 
@@ -263,7 +271,9 @@ def test_zh_ner_slice_with_bilstm_head_learns_and_decodes_well_formed_chunks(tmp
     scalars, report = task_report(run.task, cfg, run.tokenizer, data, run.label_names)
     print(report["text"])
     assert report["entities"]["micro avg"]["support"] > 400
-    assert scalars["entity_f1"] > 0.25, scalars  # measured 0.372; all-O scores 0
+    # Measured 0.374, and 0.348 / 0.348 with TFM_TEST_SEED=1 / 2 (2-core AMD EPYC); all-O scores 0. The floor
+    # leaves 0.048 below the lowest for other CPUs' rounding.
+    assert scalars["entity_f1"] > 0.30, scalars
     # The decoder never emits a chunk without its B- tag, which per-token argmax does.
     batches = list(task_data.labelled_dataset(cfg, run.tokenizer, data, 64, False))
     logits = np.concatenate([run.task(x).numpy() for x, _, _ in batches])

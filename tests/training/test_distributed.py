@@ -72,3 +72,33 @@ def test_multi_worker_mirrored_strategy_matches_single_device(single, tmp_path):
     # Only the chief (worker 0) keeps checkpoints; the other worker's temporary copy is removed.
     assert (tmp_path / "w0" / "mlm" / "checkpoints" / "checkpoint").exists()
     assert not (tmp_path / "w1" / "mlm" / "checkpoints" / ".worker_1").exists()
+
+
+@pytest.mark.slow
+def test_multi_worker_run_killed_after_a_checkpoint_resumes_on_every_worker(single, tmp_path):
+    # Both workers share one run dir, as on a shared file system. The first launch stops (and saves) after step 2
+    # of 4; the second resumes every worker from the chief's checkpoint. (Workers once restored from their own
+    # copies, which are deleted after each save: the second worker restarted at step 0 and the collectives hung.)
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+
+    def launch(stop_at, name):
+        procs = [
+            _run_toy("multi_worker", tmp_path / f"{name}{i}.npz", tmp_path / "shared",
+                     {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+                      "TOY_STOP_AT": str(stop_at), "TOY_TASKS": "mlm"})
+            for i in range(2)
+        ]
+        for proc in procs:
+            _wait(proc, timeout=300)
+        return [np.load(tmp_path / f"{name}{i}.npz") for i in range(2)]
+
+    first = launch(2, "first")
+    assert len(first[0]["mlm_losses"]) == 2
+    ports[:] = [_free_port(), _free_port()]
+    cluster["worker"] = [f"localhost:{p}" for p in ports]
+    resumed = launch(4, "resumed")
+    for worker in resumed:
+        assert len(worker["mlm_losses"]) == 2  # steps 3 and 4 only: both workers resumed at step 2
+        np.testing.assert_allclose(worker["mlm_losses"], single["mlm_losses"][2:], rtol=1e-5)
+        np.testing.assert_allclose(worker["mlm_weights_0"], single["mlm_weights_0"], atol=1e-5)

@@ -2,9 +2,11 @@
 
 Run as a script: `python -m tests.training.toy_training MODE OUT.npz`, MODE in
 `single` (default strategy), `mirrored` (2 logical CPUs), `multi_worker` (TF_CONFIG set by the caller).
-Writes each task's final loss and weights to OUT.npz (per replica for mirrored).
+Writes each task's final loss and weights to OUT.npz (per replica for mirrored). `TOY_STOP_AT=N` stops after
+step N (of the same 4-step schedule) and saves, so a second run resumes; `TOY_TASKS=mlm` trains one task.
 """
 
+import os
 import sys
 
 import numpy as np
@@ -58,7 +60,8 @@ def train(task, strategy, output_dir, grad_accum_steps=1, jit_compile=True):
     trainer = Trainer(cfg, output_dir, lambda: model_fn(task), lambda b, c: toy_dataset(task, b, c),
                       strategy=strategy, verbose=False)
     losses = []
-    while int(trainer.step.numpy()) < STEPS:
+    stop_at = int(os.environ.get("TOY_STOP_AT", STEPS))
+    while int(trainer.step.numpy()) < stop_at:
         loss, _, _ = trainer._train_step(trainer._iterator)
         losses.append(float(loss))
     trainer.save_checkpoint()  # every worker saves (a collective); only the chief's copy is kept
@@ -76,7 +79,7 @@ def main(mode, out_path, output_dir):
         split_logical_cpus(2)
     strategy = create_strategy({"single": "default"}.get(mode, mode))
     results = {}
-    for task in ("mlm", "clm"):
+    for task in os.environ.get("TOY_TASKS", "mlm,clm").split(","):
         losses, replicas = train(task, strategy, f"{output_dir}/{task}")
         results[f"{task}_losses"] = losses
         results[f"{task}_replicas"] = np.array(len(replicas[0]))

@@ -42,7 +42,7 @@ def prepare_tokenizer(cfg, chief=True):
         elif t.type == "sentencepiece":
             tokenizer = tfm_data.SentencePieceTokenizer.train(texts.dataset, t.vocab_size)
         else:
-            raise ValueError("data.tokenizer.type=gpt2_bpe needs data.tokenizer.path (vocab.json + merges.txt)")
+            raise InputError("data.tokenizer.type=gpt2_bpe needs data.tokenizer.path (vocab.json + merges.txt)")
     if chief and not os.path.isdir(run_tokenizer):
         tokenizer.save(run_tokenizer)
     return tokenizer
@@ -107,7 +107,7 @@ def _initial_backbone(cfg, tokenizer):
         run = load_run(path, checkpoint=cfg.task.init_checkpoint if path != cfg.task.init_checkpoint else None)
         backbone = run.task.backbone
     if backbone.vocabulary_size != tokenizer.vocabulary_size:
-        raise ValueError(f"task.init_checkpoint={cfg.task.init_checkpoint!r} has a vocabulary of "
+        raise InputError(f"task.init_checkpoint={cfg.task.init_checkpoint!r} has a vocabulary of "
                          f"{backbone.vocabulary_size} tokens but the tokenizer has {tokenizer.vocabulary_size}; "
                          f"leave data.tokenizer.path unset to use the checkpoint's tokenizer")
     dropout = cfg.model.dropout

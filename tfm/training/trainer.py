@@ -85,7 +85,7 @@ class Trainer:
         replicas = self.strategy.num_replicas_in_sync
         micro = config.batch_size // config.grad_accum_steps
         if micro * config.grad_accum_steps != config.batch_size or micro % replicas:
-            raise ValueError(
+            raise InputError(
                 f"trainer.batch_size={config.batch_size} must split into trainer.grad_accum_steps="
                 f"{config.grad_accum_steps} micro-batches that divide evenly over {replicas} replicas."
             )

@@ -165,7 +165,8 @@ def require_examples(path, num_examples, skipped, header=False):
     raise InputError(f"{path}: has no examples ({why})")
 
 
-def _format_of(path, format):
+def format_of(path, format):
+    """`format` if given, else the file's format from its suffix (shared by the readers and `build_vocab`)."""
     if format is not None:
         return format
     suffix = Path(path).suffix.lower()
@@ -191,7 +192,7 @@ def read_text_corpus(paths, format=None, text_field="text", on_error="raise"):
     documents, skipped = [], {}
     for path in paths:
         problems = _Problems(path, on_error)
-        kind = _format_of(path, format)
+        kind = format_of(path, format)
         if kind == "paragraphs":
             documents.extend(_paragraphs(read_lines(path, problems)))
         elif kind == "lines":
@@ -293,7 +294,7 @@ def read_classification(path, text_column=None, text_pair_column=None, label_col
     Returns:
         ReadResult whose dataset yields `{"text": tf.string, ["text_pair": tf.string,] "label": tf.int32}`.
     """
-    kind = _format_of(path, format)
+    kind = format_of(path, format)
     if kind not in ("tsv", "csv", "jsonl"):
         raise InputError(f"{path}: cannot tell the format from the suffix; pass format='tsv'|'csv'|'jsonl'")
     problems = _Problems(path, on_error)

@@ -4,7 +4,7 @@ import dataclasses
 from pathlib import Path
 
 from tfm.data.byte_pair import BytePairTokenizer
-from tfm.data.readers import _format_of, read_classification, read_text_corpus
+from tfm.data.readers import format_of, read_classification, read_text_corpus
 from tfm.data.sentencepiece_tokenizer import SentencePieceTokenizer
 from tfm.data.tokenizer_base import Tokenizer
 from tfm.data.wordpiece import WordPieceTokenizer
@@ -62,7 +62,7 @@ def build_vocab(corpus_files, tokenizer_type="wordpiece", vocab_size=8000, out_d
 
 def _read_texts(path, format, text_field):
     """ReadResult of one corpus file's texts; a TSV/CSV gives its text column, as for classification."""
-    kind = _format_of(path, format)
+    kind = format_of(path, format)
     if kind not in ("tsv", "csv"):
         return read_text_corpus(path, format=format, text_field=text_field)
     try:

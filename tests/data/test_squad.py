@@ -37,7 +37,7 @@ def squad_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tokenizer():
     texts = [p["context"] for p in PARAGRAPHS] + [q["question"] for p in PARAGRAPHS for q in p["qas"]]
-    return WordPieceTokenizer.train(texts * 2, vocab_size=400)
+    return WordPieceTokenizer.train(texts * 2, vocabulary_size=400)
 
 
 def test_read_squad(squad_file):

@@ -1,8 +1,12 @@
 """Entity-level scores: every expected number is worked out by hand in the comment next to it."""
 
+import random
+import warnings
+
 import pytest
 
 from tfm.metrics import entity_classification_report, entity_scores, get_entities
+from tfm.metrics.sequence_labeling import _entity_sets
 
 
 def test_iob2_decoding():
@@ -144,3 +148,40 @@ def test_no_entities_anywhere_scores_zero():
         name: {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
         for name in ("micro avg", "macro avg", "weighted avg")
     }
+
+
+def _seqeval_get_entities(seq):
+    """seqeval 1.2.2's `get_entities` (prefix tags), transcribed rule by rule: the oracle for default mode."""
+    def end_of_chunk(prev_tag, tag, prev_type, type_):
+        return (prev_tag in ("E", "S") or (prev_tag in ("B", "I") and tag in ("B", "S", "O"))
+                or (prev_tag != "O" and prev_tag != "." and prev_type != type_))
+
+    def start_of_chunk(prev_tag, tag, prev_type, type_):
+        return (tag in ("B", "S") or (prev_tag in ("E", "S", "O") and tag in ("E", "I"))
+                or (tag != "O" and tag != "." and prev_type != type_))
+
+    prev_tag, prev_type, begin_offset, chunks = "O", "", 0, []
+    for i, chunk in enumerate(list(seq) + ["O"]):
+        tag, type_ = chunk[0], chunk[1:].split("-", maxsplit=1)[-1] or "_"
+        if end_of_chunk(prev_tag, tag, prev_type, type_):
+            chunks.append((prev_type, begin_offset, i - 1))
+        if start_of_chunk(prev_tag, tag, prev_type, type_):
+            begin_offset = i
+        prev_tag, prev_type = tag, type_
+    return chunks
+
+
+def test_default_mode_equals_seqeval_on_random_ill_formed_tags():
+    # Every prefix seqeval distinguishes (B I E S O "." and others), types with dashes, bare and odd tags.
+    alphabet = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC", "B", "I", "E", "S",
+                ".-PER", ".", "X-PER", "U-LOC", "L-LOC", "B-ORG-X", "I-ORG-X", "B-_", "I-_", "Oops", "O-PER", "PER"]
+    rng = random.Random(0)
+    sentences = [[rng.choice(alphabet) for _ in range(rng.randint(0, 12))] for _ in range(2000)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "... seems not to be NE tag."
+        expected = [_seqeval_get_entities(tags) for tags in sentences]
+        assert [get_entities(tags) for tags in sentences[:100]] == expected[:100]
+        # entity_scores decodes all sentences in one batched call: the same entities.
+        assert _entity_sets(sentences, "IOB2", "default") == {
+            (n, *entity) for n, entities in enumerate(expected) for entity in entities}
+    assert sum(map(len, expected)) > 4000

@@ -1,7 +1,8 @@
 """SQuAD v1.1 / v2.0: read JSON, turn character answer spans into token windows (doc stride) and back.
 
-Windows are computed once in NumPy from batched in-graph tokenization (SQuAD-sized sets take seconds);
-the per-token character offsets are kept so predicted token spans map back to context text.
+Windows come from `squad_windows`, batched TensorFlow ops shared with the SpanQA export (so evaluation and
+serving cut contexts identically); the per-token character offsets are kept so predicted token spans map back
+to context text.
 """
 
 import dataclasses
@@ -10,6 +11,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
+from tfm.data.preprocessing import pack_segments
 from tfm.data.readers import invalid_utf8_message
 from tfm.errors import InputError
 
@@ -132,6 +134,8 @@ class SquadFeatures:
 def squad_features(examples, tokenizer, sequence_length=384, doc_stride=128, max_query_length=64):
     """Tokenize questions and contexts and cut long contexts into overlapping windows.
 
+    The windows are `squad_windows`' (run eagerly here), the routine the SpanQA export runs in its graph.
+
     Args:
         examples: list of SquadExample.
         tokenizer: a tokenizer with `tokenize_with_offsets` (WordPieceTokenizer).
@@ -144,53 +148,95 @@ def squad_features(examples, tokenizer, sequence_length=384, doc_stride=128, max
         SquadFeatures. Training labels use the first answer; a window that does not contain the whole
         answer (or a v2 impossible question) points start and end at [CLS] (index 0).
     """
-    questions = tokenizer.tokenize([e.question for e in examples]).to_list() if examples else []
-    contexts = [e.context for e in examples]
-    ids, begins, ends = tokenizer.tokenize_with_offsets(tf.constant(contexts, tf.string, shape=[len(contexts)]))
-    ids, begins, ends = ids.to_list(), begins.to_list(), ends.to_list()
-    out = {k: [] for k in ("token_ids", "segment_ids", "padding_mask", "start", "end", "offsets", "example")}
-    for n, example in enumerate(examples):
-        question = questions[n][:max_query_length]
-        char_of_byte = _char_index_of_bytes(example.context)
-        char_begins = [char_of_byte[b] for b in begins[n]]
-        char_ends = [char_of_byte[e] for e in ends[n]]
-        answer = None
-        if example.answers and not example.is_impossible:
-            text, char_start = example.answers[0]
-            inside = [t for t, (b, e) in enumerate(zip(char_begins, char_ends))
-                      if e > char_start and b < char_start + len(text)]
-            answer = (inside[0], inside[-1]) if inside else None
-        budget = sequence_length - len(question) - 3
-        if budget < 1:
-            raise InputError(f"sequence_length={sequence_length} too short for max_query_length={max_query_length}")
-        window_start = 0
-        while True:
-            window = range(window_start, min(window_start + budget, len(ids[n])))
-            head = [tokenizer.cls_id] + question + [tokenizer.sep_id]
-            tokens = head + [ids[n][t] for t in window] + [tokenizer.sep_id]
-            pad = sequence_length - len(tokens)
-            out["token_ids"].append(tokens + [tokenizer.pad_id] * pad)
-            out["segment_ids"].append([0] * len(head) + [1] * (len(window) + 1) + [0] * pad)
-            out["padding_mask"].append([1] * len(tokens) + [0] * pad)
-            offsets = [(-1, -1)] * len(head) + [(char_begins[t], char_ends[t]) for t in window]
-            out["offsets"].append(offsets + [(-1, -1)] * (sequence_length - len(offsets)))
-            start = end = 0
-            if answer and window.start <= answer[0] and answer[1] < window.stop:
-                start, end = answer[0] - window.start + len(head), answer[1] - window.start + len(head)
-            out["start"].append(start)
-            out["end"].append(end)
-            out["example"].append(n)
-            if window.stop >= len(ids[n]):
-                break
-            window_start += doc_stride
-    as_array = lambda key, shape: np.asarray(out[key], np.int32).reshape(shape)  # noqa: E731
     L = sequence_length
+    if not examples:
+        empty = lambda *shape: np.zeros(shape, np.int32)  # noqa: E731
+        return SquadFeatures({k: empty(0, L) for k in ("token_ids", "segment_ids", "padding_mask")}, empty(0),
+                             empty(0), empty(0, L, 2), empty(0), [])
+    questions = tokenizer.tokenize([e.question for e in examples])
+    question_lengths = np.minimum(questions.row_lengths().numpy(), max_query_length)
+    if (L - question_lengths - 3 < 1).any():
+        raise InputError(f"sequence_length={sequence_length} too short for max_query_length={max_query_length}")
+    ids, begins, ends = tokenizer.tokenize_with_offsets(tf.constant([e.context for e in examples], tf.string))
+    x, example, window_start, (byte_begin, byte_end) = squad_windows(
+        questions, ids, [begins, ends], L, doc_stride, max_query_length, tokenizer.cls_id, tokenizer.sep_id,
+        tokenizer.pad_id)
+    example, window_start = example.numpy(), window_start.numpy()
+    # Byte offsets -> character offsets, through one table of all contexts' byte -> character maps.
+    tables = [np.asarray(_char_index_of_bytes(e.context), np.int32) for e in examples]
+    table_base = np.cumsum([0] + [len(t) for t in tables[:-1]])
+    flat_table = np.concatenate(tables)
+    offsets = np.stack([byte_begin.numpy(), byte_end.numpy()], axis=-1)  # (W, L, 2)
+    in_context = offsets >= 0
+    chars = flat_table[np.where(in_context, offsets + table_base[example][:, None, None], 0)]
+    token_offsets = np.where(in_context, chars, -1).astype(np.int32)
+    # Labels: the first answer's context-token span, relative to each window that holds all of it.
+    answers = []
+    for n, (e, b, f) in enumerate(zip(examples, begins.to_list(), ends.to_list())):
+        answer = None
+        if e.answers and not e.is_impossible:
+            text, char_start = e.answers[0]
+            inside = [t for t, (begin, end) in enumerate(zip(b, f)) if tables[n][end] > char_start
+                      and tables[n][begin] < char_start + len(text)]
+            answer = (inside[0], inside[-1]) if inside else None
+        answers.append(answer)
+    starts, stops = np.zeros(len(example), np.int32), np.zeros(len(example), np.int32)
+    window_stop = window_start + in_context[..., 0].sum(axis=1)
+    for w, (n, first, stop) in enumerate(zip(example, window_start, window_stop)):
+        answer, head = answers[n], 2 + question_lengths[n]
+        if answer and first <= answer[0] and answer[1] < stop:
+            starts[w], stops[w] = answer[0] - first + head, answer[1] - first + head
     return SquadFeatures(
-        features={k: as_array(k, (-1, L)) for k in ("token_ids", "segment_ids", "padding_mask")},
-        start_positions=as_array("start", (-1,)), end_positions=as_array("end", (-1,)),
-        token_offsets=as_array("offsets", (-1, L, 2)), example_index=as_array("example", (-1,)),
-        examples=list(examples),
+        features={k: v.numpy() for k, v in x.items()}, start_positions=starts, end_positions=stops,
+        token_offsets=token_offsets, example_index=example.astype(np.int32), examples=list(examples),
     )
+
+
+def squad_windows(question_ids, context_ids, context_values, sequence_length, doc_stride, max_query_length, cls_id,
+                  sep_id, pad_id, max_windows=None):
+    """`[CLS] question [SEP] context-slice [SEP]` windows of (question, context) pairs, with TensorFlow ops.
+
+    The one windowing routine of tfm: `squad_features` runs it eagerly, the SpanQA export in its serving
+    graph. Questions keep their first `max_query_length` tokens; a context slice of up to
+    `sequence_length - len(question) - 3` tokens starts every `doc_stride` tokens until one reaches the
+    context's end (at least one window per pair, even for an empty context).
+
+    Args:
+        question_ids, context_ids: int RaggedTensors `(B, None)`.
+        context_values: list of int RaggedTensors aligned with `context_ids` (e.g. byte offsets), packed
+            alongside the tokens with -1 at question, special and padding positions.
+        sequence_length, doc_stride, max_query_length: ints.
+        cls_id, sep_id, pad_id: ints.
+        max_windows: optional int, only the first `max_windows` windows of a pair are made.
+
+    Returns:
+        (x, example, window_start, values): model inputs `{token_ids, segment_ids, padding_mask}` int32
+        `(W, L)`; int32 `(W,)` pair of each window and index of its first context token; the packed
+        `context_values`, int32 `(W, L)` each.
+    """
+    rows = lambda x: tf.cast(x, tf.int64).with_row_splits_dtype(tf.int64)  # noqa: E731
+    questions = rows(question_ids)[:, :max_query_length]
+    ids = rows(context_ids)
+    n = ids.row_lengths()  # (B,) context tokens
+    budget = sequence_length - questions.row_lengths() - 3  # (B,) context tokens per window
+    stride = tf.constant(doc_stride, tf.int64)
+    per_example = tf.maximum(n - budget + stride - 1, 0) // stride + 1
+    if max_windows is not None:
+        per_example = tf.minimum(per_example, max_windows)
+    example = tf.repeat(tf.range(tf.size(n, out_type=tf.int64)), per_example)  # (W,)
+    window_start = tf.ragged.range(per_example).flat_values * stride
+    window_stop = tf.minimum(window_start + tf.gather(budget, example), tf.gather(n, example))
+    base = tf.gather(ids.row_splits[:-1], example)
+    flat_index = tf.ragged.range(base + window_start, base + window_stop)  # (W, None) into flat tokens
+
+    def take(values):  # the window's slice of per-token values
+        return flat_index.with_flat_values(tf.gather(rows(values).flat_values, flat_index.flat_values))
+
+    window_questions = tf.gather(questions, example)
+    no_value = window_questions * 0 - 1  # question tokens have no context value
+    x, values = pack_segments([window_questions, take(ids)], sequence_length, cls_id, sep_id, pad_id,
+                              aligned=[([no_value, take(v)], -1) for v in context_values])
+    return x, tf.cast(example, tf.int32), tf.cast(window_start, tf.int32), values
 
 
 def _char_index_of_bytes(text):

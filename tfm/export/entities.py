@@ -3,32 +3,18 @@
 Words are the tokenizer's words (BERT pre-tokenization: whitespace and punctuation split, CJK characters
 alone); as in training, a word's scores are those at its first piece. Each text's word tags are the best
 well-formed BIO / IOBES sequence (`tfm.tasks.tagging.viterbi_decode`, as `tfm evaluate` decodes them), then
-chunked into entities with seqeval's default (conlleval) rules, the same as `tfm.metrics.get_entities(tags)`.
+chunked into entities by `tfm.tasks.entity_chunks.chunk_spans` (seqeval's default rules), the chunk decoder that
+`tfm.metrics.get_entities` / `entity_scores` run for evaluation.
 """
 
 import tensorflow as tf
 
 from tfm.export.serving import STRINGS, EncoderModule
 from tfm.export.text_ops import byte_to_char_offsets, clean_text
-from tfm.tasks.tagging import B, E, I, O, S, allowed_transitions, parse_tags, viterbi_decode
+from tfm.tasks.entity_chunks import chunk_boundaries, chunk_spans
+from tfm.tasks.tagging import allowed_transitions, parse_tags, viterbi_decode
 
-
-def _any_of(codes, *values):
-    return tf.reduce_any(tf.stack([tf.equal(codes, v) for v in values]), axis=0)
-
-
-def chunk_boundaries(prev_prefix, prev_type, prefix, type_id):
-    """seqeval's `start_of_chunk` / `end_of_chunk` for tag pairs (previous, current), elementwise.
-
-    Returns:
-        (starts, ends): bool; `starts` = a chunk starts at the current tag, `ends` = a chunk ended at the
-        previous tag.
-    """
-    ends = (_any_of(prev_prefix, E, S) | (_any_of(prev_prefix, B, I) & _any_of(prefix, B, S, O))
-            | ((prev_prefix != O) & (prev_type != type_id)))
-    starts = (_any_of(prefix, B, S) | (_any_of(prev_prefix, E, S, O) & _any_of(prefix, E, I))
-              | ((prefix != O) & (prev_type != type_id)))
-    return starts, ends
+__all__ = ["TokenClassifierModule", "chunk_boundaries"]  # chunk_boundaries: its historical import path
 
 
 class TokenClassifierModule(EncoderModule):
@@ -86,20 +72,10 @@ class TokenClassifierModule(EncoderModule):
         word_tag = tf.RaggedTensor.from_tensor(tags, lengths=per_text.row_lengths()).flat_values  # (W,)
         word_score = tf.gather(word_probs, word_tag, batch_dims=1)
 
-        # Neighbouring tags inside each row ("O" across row boundaries), then seqeval's chunk rules.
+        # Entity chunks of each row's word tags: the metrics' decoder (`tfm.metrics.get_entities`).
         prefix = tf.gather(tf.constant(self.prefixes, tf.int32), word_tag)
         type_id = tf.gather(tf.constant(self.type_ids, tf.int32), word_tag)
-        row_first = tf.not_equal(word_row, tf.roll(word_row, 1, 0)) | tf.equal(tf.range(num_words), 0)
-        row_last = tf.not_equal(word_row, tf.roll(word_row, -1, 0)) | tf.equal(tf.range(num_words), num_words - 1)
-        prev_prefix = tf.where(row_first, O, tf.roll(prefix, 1, 0))
-        prev_type = tf.where(row_first, -1, tf.roll(type_id, 1, 0))
-        next_prefix = tf.where(row_last, O, tf.roll(prefix, -1, 0))
-        next_type = tf.where(row_last, -1, tf.roll(type_id, -1, 0))
-        starts, _ = chunk_boundaries(prev_prefix, prev_type, prefix, type_id)
-        _, ends_here = chunk_boundaries(prefix, type_id, next_prefix, next_type)  # a chunk ends at this word
-        # Chunks cover the tagged words in contiguous runs, so the k-th start pairs with the k-th end.
-        first = tf.where(starts)[:, 0]
-        last = tf.where(ends_here)[:, 0]
+        first, last = chunk_spans(prefix, type_id, word_row)
         cumulative = tf.cumsum(word_score)
         score = (tf.gather(cumulative, last) - tf.gather(cumulative, first) + tf.gather(word_score, first)) / (
             tf.cast(last - first + 1, tf.float32))
@@ -109,7 +85,7 @@ class TokenClassifierModule(EncoderModule):
         as_rows = lambda values: tf.RaggedTensor.from_value_rowids(values, entity_row, nrows=batch)  # noqa: E731
         char_begin = byte_to_char_offsets(text, as_rows(byte_begin))
         char_end = byte_to_char_offsets(text, as_rows(byte_end))
-        type_name = tf.gather(tf.constant(self.type_names + [""]), tf.gather(type_id, first))
+        type_name = tf.gather(tf.constant(self.type_names + [""]), tf.gather(type_id, last))
         return {
             "entity_text": as_rows(entity_text).to_tensor(""),
             "entity_type": as_rows(type_name).to_tensor(""),

@@ -4,7 +4,9 @@ Two decoding modes:
 
 - ``mode="default"`` is seqeval's default (conlleval-compatible) chunking. It reads IOB1, IOB2, IOE and
   IOBES tags alike and is forgiving: an ``I-X`` that follows ``O`` or another type starts a chunk, a change
-  of type ends one. ``scheme`` is only checked for being a known name.
+  of type ends one. ``scheme`` is only checked for being a known name. The rules run in
+  ``tfm.tasks.entity_chunks.chunk_spans`` (TensorFlow, eagerly here), the decoder of the token classifier
+  export, so evaluation and serving chunk tags identically.
 - ``mode="strict"`` is seqeval's ``mode="strict"``: only well-formed entities of ``scheme`` count
   (IOB2: ``B-X (I-X)*``; IOBES: ``S-X`` or ``B-X (I-X)* E-X``); a tag whose prefix the scheme does not
   allow raises ``ValueError``.
@@ -36,34 +38,33 @@ def _split(tag):
     return tag[0], tag[1:].split("-", maxsplit=1)[-1] or "_"
 
 
-def _end_of_chunk(prev_tag, tag, prev_type, type_):
-    if prev_tag in ("E", "S"):
-        return True
-    if prev_tag in ("B", "I") and tag in ("B", "S", "O"):
-        return True
-    return prev_tag not in ("O", ".") and prev_type != type_
+def _default_entities(tag_seqs):
+    """seqeval's default chunking of each tag list, by `tfm.tasks.entity_chunks.chunk_spans` (the export's)."""
+    from tfm.tasks.entity_chunks import chunk_spans
+    from tfm.tasks.tagging import B, DOT, E, I, O, OTHER, S
 
-
-def _start_of_chunk(prev_tag, tag, prev_type, type_):
-    if tag in ("B", "S"):
-        return True
-    if prev_tag in ("E", "S", "O") and tag in ("E", "I"):
-        return True
-    return tag not in ("O", ".") and prev_type != type_
-
-
-def _default_entities(tags):
-    entities = []
-    prev_tag, prev_type, begin = "O", "", 0
-    for i, chunk in enumerate(list(tags) + ["O"]):
-        if chunk not in ("O", "B", "I", "E", "S") and not chunk.startswith(("B-", "I-", "E-", "S-")):
-            warnings.warn(f"{chunk} seems not to be NE tag.")
-        tag, type_ = _split(chunk)
-        if _end_of_chunk(prev_tag, tag, prev_type, type_):
-            entities.append((prev_type, begin, i - 1))
-        if _start_of_chunk(prev_tag, tag, prev_type, type_):
-            begin = i
-        prev_tag, prev_type = tag, type_
+    codes = {"O": O, "B": B, "I": I, "E": E, "S": S, ".": DOT}
+    type_ids = {"_": 0}  # "O" has seqeval's type "_", as every tag without one
+    prefixes, types, rows = [], [], []
+    for row, tags in enumerate(tag_seqs):
+        for chunk in tags:
+            if chunk not in ("O", "B", "I", "E", "S") and not chunk.startswith(("B-", "I-", "E-", "S-")):
+                warnings.warn(f"{chunk} seems not to be NE tag.")
+            tag, type_ = _split(chunk)
+            prefixes.append(codes.get(tag, OTHER))
+            types.append(type_ids.setdefault(type_, len(type_ids)))
+            rows.append(row)
+    entities = [[] for _ in tag_seqs]
+    if not rows:
+        return entities
+    first, last = chunk_spans(prefixes, types, rows, outside_type=type_ids["_"])
+    names = list(type_ids)
+    row_start = [0]
+    for tags in tag_seqs:
+        row_start.append(row_start[-1] + len(tags))
+    for begin, end in zip(first.numpy().tolist(), last.numpy().tolist()):
+        row = rows[end]
+        entities[row].append((names[types[end]], begin - row_start[row], end - row_start[row]))
     return entities
 
 
@@ -116,11 +117,16 @@ def get_entities(tags, scheme="IOB2", mode="default"):
     """
     _check(scheme, mode)
     tags = list(tags)
-    return _strict_entities(tags, scheme) if mode == "strict" else _default_entities(tags)
+    return _strict_entities(tags, scheme) if mode == "strict" else _default_entities([tags])[0]
 
 
 def _entity_sets(tag_seqs, scheme, mode):
-    return {(sent, *entity) for sent, tags in enumerate(tag_seqs) for entity in get_entities(tags, scheme, mode)}
+    _check(scheme, mode)
+    if mode == "strict":
+        found = [_strict_entities(tags, scheme) for tags in tag_seqs]
+    else:  # one batched decode for all sentences
+        found = _default_entities(tag_seqs)
+    return {(sent, *entity) for sent, entities in enumerate(found) for entity in entities}
 
 
 def _divide(num, den):

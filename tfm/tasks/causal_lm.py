@@ -59,7 +59,8 @@ class CausalLM(Task):
         """The cached, XLA-compiled `fn(token_ids, padding_mask, seed)` behind `generate` (for export/benchmarks).
 
         One compiled function per `(max_new_tokens, sampler config, stop ids, pad id)`; it retraces only
-        for a new input shape. See `tfm.tasks.generation.build_generate_function`.
+        for a new input shape. See `tfm.tasks.generation.build_generate_function` (its loop,
+        `tfm.tasks.generation.Decoder`, is also the SavedModel export's).
 
         Args:
             max_new_tokens: int.
@@ -102,7 +103,8 @@ class CausalLM(Task):
             max_new_tokens: int, new tokens per row at most.
             sampler: `"greedy"`, `"temperature"`, `"top_k"`, `"top_p"`, `"beam"` or a
                 `tfm.tasks.generation.Sampler` (e.g. `TopKSampler(k=10, temperature=0.8)`).
-            seed: optional int; the same seed gives the same samples (stateless random ops).
+            seed: optional int; the same seed gives the same samples (stateless random ops), also in the
+                exported `serving_default` signature given the sampler's settings (`Sampler.settings()`).
             stop_token_ids: optional iterable of ints; a row ends after producing one of them.
             padding_mask: optional int `(B, T)`, 1 for prompt tokens (default all ones).
             temperature, top_k, top_p, num_beams: settings for a sampler given by name.
@@ -113,6 +115,7 @@ class CausalLM(Task):
             arrays: prompt, then the generated tokens (mask 1), then padding (mask 0).
 
         Example:
+        >>> lm = CausalLM(tfm.models.GptBackbone.from_preset("gpt2_small", num_layers=1, vocabulary_size=100))
         >>> lm.generate([[5, 6, 7], [8]], max_new_tokens=4, sampler="top_k", top_k=10, seed=0)["token_ids"].shape
         (2, 7)
         """

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfm.tasks.span_search import question_spans, search_windows
 from tfm.tasks.task import Task
 
 _NEG = -1e9  # logit of padding positions: never a start or an end, ~0 probability in the loss
@@ -17,7 +18,8 @@ def best_spans(start_logits, end_logits, max_answer_length=30, allow_no_answer=F
     given, lie inside the context. With `allow_no_answer` (SQuAD v2) position 0 ([CLS]) is the
     no-answer: it is chosen when `null_score - best_span_score > no_answer_threshold`, where
     `null_score = start_logits[0] + end_logits[0]` (BERT's `null_score_diff_threshold` rule), and is
-    then returned as `(0, 0, null_score)`; it is never a span candidate itself.
+    then returned as `(0, 0, null_score)`; it is never a span candidate itself. The search is
+    `tfm.tasks.span_search` (run eagerly here), the one the SpanQA export runs in its graph.
 
     Args:
         start_logits, end_logits: float arrays `(B, T)`.
@@ -38,37 +40,27 @@ def best_spans(start_logits, end_logits, max_answer_length=30, allow_no_answer=F
     """
     start_logits = np.asarray(start_logits, np.float32)
     end_logits = np.asarray(end_logits, np.float32)
-    batch, length = start_logits.shape
-    allowed = np.ones((batch, length), bool) if context_mask is None else np.asarray(context_mask).astype(bool)
+    batch = len(start_logits)
+    allowed = np.ones(start_logits.shape, bool) if context_mask is None else np.asarray(context_mask).astype(bool)
     if allow_no_answer:
         allowed = allowed.copy()
         allowed[:, 0] = False
-    i, j = np.arange(length)[:, None], np.arange(length)[None, :]
-    band = (j >= i) & (j - i < max_answer_length)  # (T, T): start i, end j
-    starts, ends = np.zeros(batch, np.int32), np.zeros(batch, np.int32)
-    scores = np.zeros(batch, np.float32)
-    for b in range(batch):  # one (T, T) matrix at a time: (B, T, T) would be 0.5 GB at B=1k, T=384
-        valid = band & allowed[b][:, None] & allowed[b][None, :]
-        null = start_logits[b, 0] + end_logits[b, 0]
-        if not valid.any():
-            scores[b] = null
-            continue
-        pair = np.where(valid, start_logits[b][:, None] + end_logits[b][None, :], -np.inf)
-        flat = int(np.argmax(pair))
-        s, e, best = flat // length, flat % length, pair.flat[flat]
-        if allow_no_answer and null - best > no_answer_threshold:
-            s, e, best = 0, 0, null
-        starts[b], ends[b], scores[b] = s, e, best
-    return starts, ends, scores
+    starts, ends, scores = search_windows(start_logits, end_logits, allowed, max_answer_length)
+    null = start_logits[:, 0] + end_logits[:, 0] if batch else np.zeros(0, np.float32)
+    # Every row is its own question: the per-question rule is then the per-window no-answer rule.
+    _, found, scores = question_spans(scores, null, np.arange(batch), batch, allow_no_answer, no_answer_threshold)
+    found = found.numpy()
+    return np.where(found, starts, 0).astype(np.int32), np.where(found, ends, 0).astype(np.int32), scores.numpy()
 
 
 def span_predictions(features, start_logits, end_logits, max_answer_length=30, allow_no_answer=False,
                      no_answer_threshold=0.0):
     """Answer text per question id from the windows of `tfm.data.SquadFeatures`, for `squad_scores`.
 
-    Each window proposes its best context span; a question takes the best-scoring one over its windows.
-    With `allow_no_answer` the question answers "" when its smallest window null score beats its best
-    span by more than `no_answer_threshold`.
+    Each window proposes its best context span; a question takes the best-scoring one over its windows
+    (the first window on ties). With `allow_no_answer` the question answers "" when its smallest window
+    null score beats its best span by more than `no_answer_threshold`. Both steps are `tfm.tasks.span_search`,
+    as in the SpanQA export.
 
     Args:
         features: `tfm.data.SquadFeatures`.
@@ -78,22 +70,17 @@ def span_predictions(features, start_logits, end_logits, max_answer_length=30, a
     Returns:
         dict question id -> answer text.
     """
-    start_logits, end_logits = np.asarray(start_logits), np.asarray(end_logits)
+    start_logits = np.asarray(start_logits, np.float32)
+    end_logits = np.asarray(end_logits, np.float32)
     context = features.token_offsets[..., 0] >= 0
-    starts, ends, scores = best_spans(start_logits, end_logits, max_answer_length, context_mask=context)
-    null = start_logits[:, 0] + end_logits[:, 0]
-    best, min_null = {}, {}
-    for w in range(len(features)):
-        n = int(features.example_index[w])
-        min_null[n] = min(min_null.get(n, np.inf), float(null[w]))
-        if context[w].any() and (n not in best or scores[w] > best[n][0]):
-            best[n] = (float(scores[w]), features.answer_text(w, starts[w], ends[w]))
+    starts, ends, scores = search_windows(start_logits, end_logits, context, max_answer_length)
+    null = start_logits[:, 0] + end_logits[:, 0] if len(features) else np.zeros(0, np.float32)
+    windows, found, _ = question_spans(scores, null, features.example_index, len(features.examples),
+                                       allow_no_answer, no_answer_threshold)
     answers = {}
-    for n, example in enumerate(features.examples):
-        score, text = best.get(n, (-np.inf, ""))
-        if allow_no_answer and min_null.get(n, np.inf) - score > no_answer_threshold:
-            text = ""
-        answers[example.id] = text
+    for n, (window, ok) in enumerate(zip(windows.numpy().tolist(), found.numpy().tolist())):
+        text = features.answer_text(window, starts[window], ends[window]) if ok else ""
+        answers[features.examples[n].id] = text
     return answers
 
 

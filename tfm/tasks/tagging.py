@@ -13,8 +13,10 @@ import tensorflow as tf
 _FORBIDDEN = -1e4  # added to a disallowed transition's score; finite so that XLA / float16 stay NaN-free
 
 
-# Tag prefixes as integers; O also stands for "no word" (before the first and after the last word).
-O, B, I, E, S = range(5)
+# Tag prefixes as integers; O also stands for "no word" (before the first and after the last word). DOT is
+# conlleval's "." prefix (outside, like O, for chunk ends) and OTHER any further prefix letter: only
+# `tfm.metrics.get_entities` meets them, on arbitrary tag strings (see `tfm.tasks.entity_chunks`).
+O, B, I, E, S, DOT, OTHER = range(7)
 _PREFIX_CODES = {"B": B, "I": I, "E": E, "S": S}
 
 
@@ -135,3 +137,4 @@ def viterbi_decode(scores, lengths, transitions, start=None, end=None):
     earlier = tf.scan(back, pointers, initializer=tag, reverse=True)  # (T+1, B): tag at t from pointer t
     tags = tf.concat([tf.transpose(earlier), tag[:, None]], axis=1)
     return tf.where(valid, tags, 0)[:, :steps]
+

@@ -6,6 +6,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+# Detailed assertion messages inside the shared helpers too (pytest rewrites only test modules by default).
+pytest.register_assert_rewrite("tests.helpers")
+
 # The seed every test starts from. Tests that train assert with a margin that must hold for other seeds too
 # (another CPU's rounding changes a training run about as much as another seed): `TFM_TEST_SEED=7 make test`
 # checks that margin.

@@ -1,11 +1,34 @@
-"""Shared test helpers in the spirit of KerasHub's run_layer_test / run_backbone_test."""
+"""Shared test helpers in the spirit of KerasHub's run_layer_test / run_backbone_test / run_task_test, and the
+tiny sizes and real-data slices several test files share."""
 
+import copy
 import os
 import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from tests.data_paths import shared_data
+
+# The tiny backbones the task tests build on (hidden 8, vocabulary 30); a test that needs another size overrides
+# keys (`{**TINY_BERT, "hidden_dim": 32}`).
+TINY_BERT = {"vocabulary_size": 30, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "intermediate_dim": 16,
+             "max_sequence_length": 12}
+TINY_GPT = {**TINY_BERT, "num_layers": 2}
+
+
+def shared_sentences(dataset, split="train", count=None):
+    """Text column of the first `count` rows of `../shared/data/DATASET/SPLIT.tsv` (`label<TAB>text` files: `sst2`,
+    `chnsenticorp`); skips the test where the shared data is absent.
+
+    Args:
+        dataset: str, folder under the shared data (`"sst2"`).
+        split: str, `"train"` or `"dev"`.
+        count: int, rows to read after the header (all when None).
+    """
+    rows = shared_data(dataset, f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    return [row.split("\t", 1)[1] for row in rows[:count]]
 
 
 def _first_output(outputs):
@@ -168,6 +191,102 @@ def run_backbone_test(
         assert_output_dtypes(mixed(input_data), compute, float32_outputs)
         assert_float32_variables(mixed)
         assert mixed.count_params() == expected_num_params
+    return model
+
+
+
+def _without_dropout(config):
+    """A task config (and its backbone's) with every `dropout` at 0, so a training step is deterministic."""
+    config = copy.deepcopy(config)
+    for part in (config, config["backbone"]["config"]):
+        if "dropout" in part:
+            part["dropout"] = 0.0
+    return config
+
+
+def run_task_test(task_cls, init_kwargs, input_data, labels, expected_output_shape, expected_head_params=None,
+                  sample_weight=None, fit_metrics=None, untrained_weights=()):
+    """Checks a task: output shapes and float32 dtypes (eager and symbolic), exact head size, config round trip,
+    `.keras` save/load equality, mixed precision (float32 outputs over a backbone computing in the mixed dtype),
+    and one `fit` step of the `compile()` defaults reporting the task's own `loss_sums` ratio while moving every
+    trainable weight the loss reaches.
+
+    The fit step runs on a copy rebuilt from the config with every `dropout` at 0: the loss Keras reports for
+    the first step is then the loss of the initial weights, which `loss_sums` gives exactly.
+
+    Args:
+        task_cls: the `tfm.tasks.Task` subclass.
+        init_kwargs: dict of constructor arguments; `"backbone"` is a tiny built backbone.
+        input_data: dict of arrays, one batch of the task's inputs.
+        labels: that batch's labels, as `fit` and `loss_sums` take them.
+        expected_output_shape: tuple, or a dict of tuples for dict outputs (eager shapes; symbolic ones have a
+            `None` batch).
+        expected_head_params: int, parameters the task adds to its backbone (exact), or None to skip the count.
+        sample_weight: optional weights, as `fit` and `loss_sums` take them.
+        fit_metrics: dict `{fit history key: metrics_from_sums key}` that the fit step must report equal too
+            (default `{"accuracy": "accuracy"}`).
+        untrained_weights: paths of the trainable weights the task's loss does not reach (BERT's pooler under a
+            token-level head): exactly these stay unchanged by the fit step.
+
+    Returns:
+        The task built from `init_kwargs`.
+    """
+    fit_metrics = {"accuracy": "accuracy"} if fit_metrics is None else fit_metrics
+    backbone = init_kwargs["backbone"]
+    model = task_cls(**init_kwargs)
+    outputs = model(input_data)
+    assert _shapes(outputs) == expected_output_shape
+    assert_output_dtypes(outputs, "float32")
+    symbolic = model(_symbolic(input_data))
+    assert _shapes(symbolic, drop_batch=True) == _drop_batch(expected_output_shape)
+    assert_output_dtypes(symbolic, "float32")
+    if expected_head_params is not None:
+        head = model.count_params() - backbone.count_params()
+        assert head == expected_head_params, f"the task adds {head} parameters to its backbone"
+
+    config = model.get_config()
+    assert task_cls.from_config(copy.deepcopy(config)).get_config() == config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "task.keras")
+        model.save(path)
+        restored = keras.saving.load_model(path)
+    assert type(restored) is task_cls and type(restored.backbone) is type(backbone)
+    assert restored.get_config() == config
+    assert_allclose_structure(restored(input_data), outputs, atol=0, rtol=0)
+
+    # The backbone takes (-1, length) inputs: a (B, choices, T) batch is flattened as MultipleChoice does.
+    backbone_inputs = {k: np.reshape(input_data[k], (-1, np.shape(input_data[k])[-1])) for k in backbone.input}
+    previous = keras.config.dtype_policy()
+    try:
+        for policy, compute in MIXED_POLICIES:
+            keras.config.set_dtype_policy(policy)
+            mixed_backbone = type(backbone).from_config({**backbone.get_config(), "dtype": policy})
+            mixed = task_cls(**{**init_kwargs, "backbone": mixed_backbone})
+            mixed_outputs = mixed(input_data)
+            assert_output_dtypes(mixed_outputs, compute, [key for key, _ in _named_outputs(mixed_outputs)])
+            assert_output_dtypes(mixed.backbone(backbone_inputs), compute)
+            assert_float32_variables(mixed)
+            assert mixed.count_params() == model.count_params()
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+    trained = task_cls.from_config(_without_dropout(config))
+    trained.compile()
+    predicted = trained(input_data)
+    loss, weight = trained.loss_sums(labels, predicted, sample_weight)
+    expected_metrics = trained.metrics_from_sums(trained.metric_sums(labels, predicted, sample_weight))
+    before = [np.array(w) for w in trained.trainable_weights]
+    batch = len(keras.tree.flatten(input_data)[0])
+    history = trained.fit(input_data, labels, sample_weight=sample_weight, batch_size=batch, epochs=1,
+                          verbose=0).history
+    np.testing.assert_allclose(history["loss"][0], float(loss) / float(weight), rtol=1e-5)
+    for key, name in fit_metrics.items():
+        # Losses carry the loss's float32 rounding; accuracies are ratios of small counts.
+        rtol = 1e-5 if key.endswith("loss") else 1e-6
+        np.testing.assert_allclose(history[key][0], expected_metrics[name], rtol=rtol, err_msg=key)
+    unchanged = [w.path for w, b in zip(trained.trainable_weights, before) if np.all(np.array(w) == b)]
+    assert unchanged == list(untrained_weights), f"unchanged by the fit step: {unchanged}"
     return model
 
 

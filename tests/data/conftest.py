@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data_paths import shared_data
+from tests.helpers import shared_sentences
 
 TEXT = Path(__file__).resolve().parents[1] / "text"
 
@@ -13,12 +13,6 @@ TEXT = Path(__file__).resolve().parents[1] / "text"
 def shipped_lines(name):
     """Lines of `tests/text/NAME` (written by tests/text/make_text.py)."""
     return (TEXT / name).read_text(encoding="utf-8").splitlines()
-
-
-def _sst2_sentences(name, limit=None):
-    lines = shared_data("sst2", name).read_text(encoding="utf-8").splitlines()[1:]
-    sentences = [line.split("\t", 1)[1] for line in lines]
-    return sentences[:limit] if limit else sentences
 
 
 @pytest.fixture(scope="session")
@@ -41,12 +35,12 @@ def chinese_text():
 @pytest.fixture(scope="session")
 def sst2_train_slice():
     """First 4,000 SST-2 training sentences (real data: tests using it skip on a fresh clone)."""
-    return _sst2_sentences("train.tsv", 4000)
+    return shared_sentences("sst2", count=4000)
 
 
 @pytest.fixture(scope="session")
 def sst2_dev():
-    return _sst2_sentences("dev.tsv")
+    return shared_sentences("sst2", "dev")
 
 
 @pytest.fixture(scope="session")
@@ -54,4 +48,4 @@ def wordpiece(english_train):
     """A 190-token WordPiece vocabulary of the shipped English text (subwords for its rarer words)."""
     from tfm.data import WordPieceTokenizer
 
-    return WordPieceTokenizer.train(english_train, vocab_size=190)
+    return WordPieceTokenizer.train(english_train, vocabulary_size=190)

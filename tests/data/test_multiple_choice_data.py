@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import tfm
-from tests.data_paths import shared_data
+from tests.helpers import shared_sentences
 from tfm.data import WordPieceTokenizer, multiple_choice_dataset, read_multiple_choice
 from tfm.models import BertBackbone
 from tfm.tasks import MultipleChoice
@@ -122,9 +122,8 @@ def _language_toy(path, english, chinese, n, rng):
 
 @pytest.mark.slow
 def test_multiple_choice_learns_from_the_pipeline(tmp_path):
-    english = [r.split("\t", 1)[1] for r in shared_data("sst2", "train.tsv").read_text("utf-8").splitlines()[1:3001]]
-    chinese = [r.split("\t", 1)[1][:24] for r in
-               shared_data("chnsenticorp", "train.tsv").read_text("utf-8").splitlines()[1:3001]]
+    english = shared_sentences("sst2", count=3000)
+    chinese = [text[:24] for text in shared_sentences("chnsenticorp", count=3000)]
     rng = np.random.default_rng(0)
     train = read_multiple_choice(_language_toy(tmp_path / "train.jsonl", english[:2500], chinese[:2500], 3000, rng))
     held = read_multiple_choice(_language_toy(tmp_path / "held.jsonl", english[2500:], chinese[2500:], 256, rng))

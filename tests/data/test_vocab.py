@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from tests.data_paths import shared_data
+from tests.helpers import shared_sentences
 from tfm.cli import main
 from tfm.data import SentencePieceTokenizer, WordPieceTokenizer, build_vocab
 from tfm.data.wordpiece import RESERVED_TOKENS, is_cjk
@@ -107,10 +107,9 @@ def test_vocab_command_reads_tsv_and_reports_bad_tables_in_one_line(tmp_path, ca
 
 @pytest.mark.slow
 def test_wordpiece_reaches_3000_tokens_on_sst2_plus_chnsenticorp(tmp_path):
-    sst2 = shared_data("sst2", "train.tsv").read_text(encoding="utf-8").splitlines()[1:20001]
-    chinese = shared_data("chnsenticorp", "train.tsv").read_text(encoding="utf-8").splitlines()[1:3001]
+    texts = shared_sentences("sst2", count=20000) + shared_sentences("chnsenticorp", count=3000)
     corpus = tmp_path / "MIXED.txt"
-    corpus.write_text("\n".join([r.split("\t", 1)[1] for r in sst2 + chinese]) + "\n", encoding="utf-8")
+    corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
     # Before the fix: 1,573 tokens (1,500 alphabet characters, 68 "##" letters, 5 reserved, nothing learned).
     tokenizer = build_vocab([corpus], "wordpiece", 3000)
     vocab = tokenizer.vocabulary

@@ -1,40 +1,56 @@
 import numpy as np
+import pytest
 
-from tests.helpers import assert_allclose_structure
-import keras
+from tests.helpers import TINY_BERT, TINY_GPT, run_task_test
 from tfm.models import BertBackbone, GptBackbone
 from tfm.tasks import CausalLM, MaskedLM
 
-BERT = {"vocabulary_size": 30, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "intermediate_dim": 16, "max_sequence_length": 12}
+
+MASK_IDS = np.array([[4, 17, 29], [0, 0, 5]], "int32")
+POOLER = ("pooled_dense/kernel", "pooled_dense/bias")
 
 
-def test_masked_lm_structure_and_save_load(tmp_path):
-    backbone = BertBackbone(**BERT)
-    model = MaskedLM(backbone)
-    # Head adds dense 8x8+8, LayerNorm 16, output bias 30 on top of the backbone; embeddings stay tied.
-    assert model.count_params() == backbone.count_params() + 72 + 16 + 30
-    x = {
+def _mlm_inputs():
+    return {
         "token_ids": np.arange(20).reshape(2, 10).astype("int32") % 30,
         "segment_ids": np.zeros((2, 10), "int32"),
         "padding_mask": np.ones((2, 10), "int32"),
         "mask_positions": np.array([[0, 3, 9], [1, 1, 2]], "int32"),
     }
-    logits = model(x)
-    assert tuple(logits.shape) == (2, 3, 30) and logits.dtype == "float32"
-    model.save(tmp_path / "mlm.keras")
-    restored = keras.saving.load_model(tmp_path / "mlm.keras")
-    assert type(restored) is MaskedLM and type(restored.backbone) is BertBackbone
-    assert_allclose_structure(restored(x), logits, atol=0, rtol=0)
 
 
-def test_causal_lm_cache_logits_match_full_forward(tmp_path):
-    backbone = GptBackbone(vocabulary_size=30, num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=12, dropout=0.0)
+def test_masked_lm_task_structure_save_load_mixed_precision_and_fit():
+    # Head adds dense 8x8+8, LayerNorm 16, output bias 30 on top of the backbone; embeddings stay tied.
+    # The pooler is unused by the MLM loss.
+    run_task_test(MaskedLM, {"backbone": BertBackbone(**TINY_BERT)}, _mlm_inputs(), MASK_IDS, (2, 3, 30),
+                  expected_head_params=72 + 16 + 30, untrained_weights=POOLER)
+
+
+def test_masked_lm_fit_loss_with_padded_predictions_counts_the_slots():
+    """`compile()`'s default loss is Keras' per-replica sum over the batch's slots (what keeps a Mirrored fit
+    equal to one device, tests/tasks/test_fit_mirrored.py); the Trainer's `loss_sums` ratio divides by the
+    weights' sum. On a batch with 4 of 6 prediction slots used they differ by exactly 4/6."""
+    model = MaskedLM(BertBackbone(**TINY_BERT, dropout=0.0))
+    model.compile(jit_compile=False)  # the reduction, not XLA, is under test
+    weights = np.array([[1, 1, 1], [1, 0, 0]], "float32")  # the second row predicts one token, then padding
+    loss, weight = model.loss_sums(MASK_IDS, model(_mlm_inputs()), weights)
+    history = model.fit(_mlm_inputs(), MASK_IDS, sample_weight=weights, batch_size=2, verbose=0).history
+    assert float(weight) == 4.0
+    np.testing.assert_allclose(history["loss"][0], float(loss) / 6.0, rtol=1e-5)
+
+
+def test_causal_lm_task_structure_save_load_mixed_precision_and_fit():
+    ids = np.arange(14).reshape(2, 7).astype("int32") % 30
+    x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
+    # The output projection is the tied embedding: no head parameters.
+    run_task_test(CausalLM, {"backbone": GptBackbone(**TINY_GPT)}, x, (ids + 1) % 30, (2, 7, 30),
+                  expected_head_params=0)
+
+
+def test_causal_lm_cache_logits_match_full_forward():
+    backbone = GptBackbone(**TINY_GPT, dropout=0.0)
     model = CausalLM(backbone)
-    assert model.count_params() == backbone.count_params()  # the output projection is the tied embedding
     ids = np.arange(14).reshape(2, 7).astype("int32") % 30
     full = np.asarray(model({"token_ids": ids, "padding_mask": np.ones_like(ids)}))
     logits, hidden, cache = model.call_with_cache(ids, backbone.init_cache(2, 12), 0)
     np.testing.assert_allclose(np.asarray(logits), full, atol=1e-5)
-    model.save(tmp_path / "clm.keras")
-    restored = keras.saving.load_model(tmp_path / "clm.keras")
-    np.testing.assert_array_equal(np.asarray(restored({"token_ids": ids, "padding_mask": np.ones_like(ids)})), full)

@@ -4,14 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from tests.data_paths import shared_data
-from tests.helpers import assert_allclose_structure
+from tests.helpers import TINY_BERT, run_task_test, shared_sentences
 from tfm.data import WordPieceTokenizer, mlm_dataset
 from tfm.models import BertBackbone
 from tfm.tasks import MaskedLM
-
-BERT = {"vocabulary_size": 30, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "intermediate_dim": 16,
-        "max_sequence_length": 12}
 
 
 def _inputs(rng, batch=4, length=10, predictions=3):
@@ -30,32 +26,32 @@ def _ce(labels, logits):
     return -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
 
 
-def test_structure_params_and_save_load(tmp_path):
-    plain = MaskedLM(BertBackbone(**BERT))
-    model = MaskedLM(BertBackbone(**BERT), next_sentence=True)
-    # Exactly the dense(hidden -> 2) kernel and bias on top of the MLM model; the pooler is the backbone's.
+def test_task_structure_save_load_mixed_precision_and_fit():
+    # Keras' fit with the "auto" losses reports MLM mean + NSP mean, the Trainer's loss_sums ratio (the first
+    # step's loss is computed on the initial weights), over 6 masked tokens, one row with none.
+    rng = np.random.default_rng(5)
+    x = _inputs(rng)
+    y = {"mask_ids": rng.integers(0, 30, (4, 3)).astype("int32"),
+         "next_sentence_label": np.array([0, 1, 1, 1], "int32")}
+    sw = {"mask_ids": np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0]], "float32"),
+          "next_sentence_label": np.ones(4, "float32")}
+    plain = MaskedLM(BertBackbone(**TINY_BERT))
+    # Exactly the dense(hidden -> 2) kernel and bias on top of the MLM head (dense 8x8+8, LayerNorm 16, output
+    # bias 30); the pooler is the backbone's.
+    model = run_task_test(
+        MaskedLM, {"backbone": BertBackbone(**TINY_BERT), "next_sentence": True}, x, y,
+        {"mask_ids": (4, 3, 30), "next_sentence_label": (4, 2)}, expected_head_params=72 + 16 + 30 + 8 * 2 + 2,
+        sample_weight=sw, fit_metrics={"mask_ids_accuracy": "accuracy", "next_sentence_label_accuracy":
+                                       "next_sentence_accuracy", "next_sentence_label_loss": "next_sentence_loss"})
     assert model.count_params() == plain.count_params() + 8 * 2 + 2
     assert model.get_layer("next_sentence_head").kernel.shape == (8, 2)
-    x = _inputs(np.random.default_rng(0))
-    out = model(x)
-    assert {k: (tuple(v.shape), v.dtype) for k, v in out.items()} == {
-        "mask_ids": ((4, 3, 30), "float32"), "next_sentence_label": ((4, 2), "float32")}
+    assert model.next_sentence is True and model.get_config()["next_sentence"] is True
     # The default model is unchanged: a plain logits tensor, and the flag in its config.
     assert tuple(plain(x).shape) == (4, 3, 30) and plain.get_config()["next_sentence"] is False
-    config = model.get_config()
-    assert config["next_sentence"] is True and MaskedLM.from_config(config).get_config() == config
-    model.save(tmp_path / "nsp.keras")
-    restored = keras.saving.load_model(tmp_path / "nsp.keras")
-    assert type(restored) is MaskedLM and restored.next_sentence is True
-    assert_allclose_structure(restored(x), out, atol=0, rtol=0)
-
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    mixed = MaskedLM(BertBackbone(**BERT), next_sentence=True)(x)
-    assert mixed["mask_ids"].dtype == "float32" and mixed["next_sentence_label"].dtype == "float32"
 
 
 def test_loss_and_metric_sums_match_numpy():
-    model = MaskedLM(BertBackbone(**BERT), next_sentence=True)
+    model = MaskedLM(BertBackbone(**TINY_BERT), next_sentence=True)
     rng = np.random.default_rng(3)
     mlm_logits = rng.normal(0, 2, (4, 3, 30)).astype("float32")
     nsp_logits = rng.normal(0, 2, (4, 2)).astype("float32")
@@ -93,26 +89,6 @@ def test_loss_and_metric_sums_match_numpy():
     np.testing.assert_allclose(float(unweighted) / float(count), _ce(mask_ids, mlm_logits).mean() + nsp_mean, rtol=1e-5)
 
 
-def test_default_compile_first_step_loss_is_loss_sums_ratio():
-    # Keras' fit with the "auto" losses reports MLM mean + NSP mean, the Trainer's loss_sums ratio
-    # (the first step's loss is computed on the initial weights).
-    model = MaskedLM(BertBackbone(**BERT, dropout=0.0), next_sentence=True)
-    model.compile()
-    rng = np.random.default_rng(5)
-    x = _inputs(rng)
-    y = {"mask_ids": rng.integers(0, 30, (4, 3)).astype("int32"), "next_sentence_label": np.array([0, 1, 1, 1], "int32")}
-    sw = {"mask_ids": np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0]], "float32"),
-          "next_sentence_label": np.ones(4, "float32")}
-    pred = model(x)
-    loss, weight = model.loss_sums(y, pred, sw)
-    metrics = model.metrics_from_sums(model.metric_sums(y, pred, sw))
-    history = model.fit(x, y, sample_weight=sw, batch_size=4, epochs=1, verbose=0).history
-    np.testing.assert_allclose(history["loss"][0], float(loss) / float(weight), rtol=1e-5)
-    assert history["mask_ids_accuracy"][0] == pytest.approx(metrics["accuracy"])
-    assert history["next_sentence_label_accuracy"][0] == pytest.approx(metrics["next_sentence_accuracy"])
-    np.testing.assert_allclose(history["next_sentence_label_loss"][0], metrics["next_sentence_loss"], rtol=1e-5)
-
-
 def _interleaved(english, chinese):
     """SST-2 sentence, ChnSentiCorp review, SST-2, ...: every true second segment is Chinese.
 
@@ -125,9 +101,8 @@ def _interleaved(english, chinese):
 
 @pytest.mark.slow
 def test_fit_on_real_text_learns_next_sentence():
-    english = [r.split("\t", 1)[1] for r in shared_data("sst2", "train.tsv").read_text("utf-8").splitlines()[1:2257]]
-    chinese = [r.split("\t", 1)[1][:40] for r in
-               shared_data("chnsenticorp", "train.tsv").read_text("utf-8").splitlines()[1:2257]]
+    english = shared_sentences("sst2", count=2256)
+    chinese = [text[:40] for text in shared_sentences("chnsenticorp", count=2256)]
     train, held = _interleaved(english[:2000], chinese[:2000]), _interleaved(english[2000:], chinese[2000:])
     tokenizer = WordPieceTokenizer.train(train, 600)
     # shuffle=False: mlm_dataset shuffles texts *before* pairing them, which would make every pair random.

@@ -1,19 +1,14 @@
-import doctest
-
 import keras
 import numpy as np
 import pytest
 
-import tfm
-from tests.helpers import assert_allclose_structure
+from tests.helpers import TINY_BERT, run_task_test
 from tfm.data import SquadExample, WordPieceTokenizer, squad_features
 from tfm.metrics import squad_scores
 from tfm.models import BertBackbone
 from tfm.tasks import SpanQA, best_spans, span_predictions
-from tfm.tasks import span_qa
 
-BERT = {"vocabulary_size": 30, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "intermediate_dim": 16,
-        "max_sequence_length": 12}
+POOLER = ("pooled_dense/kernel", "pooled_dense/bias")  # BERT's pooler: unused by the span head
 
 
 def _inputs(batch=2, length=10, pad_from=7):
@@ -24,28 +19,20 @@ def _inputs(batch=2, length=10, pad_from=7):
             "segment_ids": np.zeros((batch, length), "int32"), "padding_mask": mask}
 
 
-def test_structure_params_padding_and_save_load(tmp_path):
-    backbone = BertBackbone(**BERT)
-    model = SpanQA(backbone)
-    assert model.count_params() == backbone.count_params() + 2 * 8 + 2  # dense(hidden -> 2)
+def test_task_structure_padding_save_load_mixed_precision_and_fit():
     x = _inputs()
-    out = model(x)
-    assert sorted(out) == ["end_logits", "start_logits"]
-    for logits in out.values():
-        assert tuple(logits.shape) == (2, 10) and logits.dtype == "float32"
+    labels = {"start_positions": np.array([1, 4], "int32"), "end_positions": np.array([3, 6], "int32")}
+    model = run_task_test(SpanQA, {"backbone": BertBackbone(**TINY_BERT)}, x, labels,
+                          {"start_logits": (2, 10), "end_logits": (2, 10)},
+                          expected_head_params=2 * 8 + 2,  # dense(hidden -> 2)
+                          fit_metrics={"start_logits_accuracy": "start_accuracy",
+                                       "end_logits_accuracy": "end_accuracy"}, untrained_weights=POOLER)
+    for logits in model(x).values():
         np.testing.assert_array_equal(np.asarray(logits)[:, 7:], -1e9)  # padding never wins
-    model.save(tmp_path / "qa.keras")
-    restored = keras.saving.load_model(tmp_path / "qa.keras")
-    assert type(restored) is SpanQA and restored.get_config() == model.get_config()
-    assert_allclose_structure(restored(x), out, atol=0, rtol=0)
-
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    mixed = SpanQA(BertBackbone(**BERT))
-    assert all(t.dtype == "float32" for t in mixed(x).values())
 
 
 def test_loss_and_metric_sums_match_hand_computation():
-    model = SpanQA(BertBackbone(**BERT))
+    model = SpanQA(BertBackbone(**TINY_BERT))
     start = np.log(np.array([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]], "float32"))
     end = np.log(np.array([[0.25, 0.5, 0.25], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2]], "float32"))
     y = {"start_positions": np.array([0, 1, -1]), "end_positions": np.array([1, 1, 2])}
@@ -113,7 +100,7 @@ def test_tiny_model_fit_answers_hand_written_questions():
     examples = [SquadExample(f"q{i}-{j}", question, context, [(answer, context.index(answer))])
                 for i, (context, qas) in enumerate(QA) for j, (question, answer) in enumerate(qas)]
     texts = [c for c, _ in QA] + [q for _, qas in QA for q, _ in qas]
-    tokenizer = WordPieceTokenizer.train(texts * 2, vocab_size=300)  # every word seen twice: kept whole
+    tokenizer = WordPieceTokenizer.train(texts * 2, vocabulary_size=300)  # every word seen twice: kept whole
     features = squad_features(examples, tokenizer, sequence_length=40, doc_stride=16, max_query_length=16)
     assert len(features) == len(examples)  # one window each: answers are labelled, not clipped
     backbone = BertBackbone(vocabulary_size=tokenizer.vocabulary_size, num_layers=2, num_heads=2, hidden_dim=32,
@@ -143,7 +130,3 @@ def test_tiny_model_fit_answers_hand_written_questions():
     assert metrics["span_accuracy"] == 1.0
     np.testing.assert_allclose(metrics["loss"], evaluated["loss"], rtol=1e-4)  # same loss on both paths
 
-
-def test_docstring_examples():
-    result = doctest.testmod(span_qa, extraglobs={"tfm": tfm, "np": np})
-    assert result.failed == 0 and result.attempted == 4

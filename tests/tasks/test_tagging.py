@@ -1,4 +1,3 @@
-import doctest
 import itertools
 
 import keras
@@ -6,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers import TINY_BERT
 from tfm.models import BertBackbone
-from tfm.tasks import TokenClassifier, decode_tags, tagging
+from tfm.tasks import TokenClassifier, decode_tags
 from tfm.tasks.tagging import allowed_transitions, viterbi_decode
 
 BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -77,9 +77,7 @@ def test_decode_tags_reads_word_starts_only():
 
 
 def test_bilstm_head_params_mask_and_save_load(tmp_path):
-    config = {"vocabulary_size": 30, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "intermediate_dim": 16,
-              "max_sequence_length": 12}
-    backbone = BertBackbone(**config)
+    backbone = BertBackbone(**TINY_BERT)
     model = TokenClassifier(backbone, num_labels=5, lstm_units=6)
     lstm = 4 * (6 * (8 + 6) + 6)  # four gates: input and recurrent kernels plus bias, per direction
     assert model.count_params() == backbone.count_params() + 2 * lstm + (2 * 6) * 5 + 5
@@ -101,11 +99,6 @@ def test_bilstm_head_params_mask_and_save_load(tmp_path):
                        jit_compile=True)
     grads = step()
     assert all(g is not None for g in grads[-5:]) and np.isfinite(grads[-1].numpy()).all()
-
-
-def test_docstring_examples():
-    result = doctest.testmod(tagging, extraglobs={"np": np})
-    assert result.failed == 0 and result.attempted == 4
 
 
 def test_viterbi_in_a_graph_with_unknown_shapes_and_empty_batches():

@@ -1,19 +1,13 @@
-import doctest
-
 import keras
 import numpy as np
 import pytest
 
 import tfm
 from tests.data_paths import shared_data
-from tests.helpers import assert_allclose_structure
+from tests.helpers import TINY_BERT, run_task_test
 from tfm.data import WordPieceTokenizer, classification_dataset, read_classification
 from tfm.models import BertBackbone
 from tfm.tasks import TextClassifier
-from tfm.tasks import text_classifier
-
-BERT = {"vocabulary_size": 30, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "intermediate_dim": 16,
-        "max_sequence_length": 12}
 
 
 def _inputs(batch=4, length=10):
@@ -25,42 +19,20 @@ def _inputs(batch=4, length=10):
 
 
 @pytest.mark.parametrize("num_classes,regression", [(3, False), (1, True), (2, True)])
-def test_structure_params_and_save_load(tmp_path, num_classes, regression):
-    backbone = BertBackbone(**BERT)
-    model = TextClassifier(backbone, num_classes=num_classes, regression=regression)
-    assert model.count_params() == backbone.count_params() + 8 * num_classes + num_classes  # dense(hidden -> C)
-    x = _inputs()
-    out = model(x)
-    assert tuple(out.shape) == (4, num_classes) and out.dtype == "float32"
-    model.save(tmp_path / "clf.keras")
-    restored = keras.saving.load_model(tmp_path / "clf.keras")
-    assert type(restored) is TextClassifier and type(restored.backbone) is BertBackbone
-    assert (restored.num_classes, restored.dropout, restored.regression) == (num_classes, 0.1, regression)
-    assert_allclose_structure(restored(x), out, atol=0, rtol=0)
-
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    mixed = TextClassifier(BertBackbone(**BERT), num_classes=num_classes, regression=regression)
-    assert mixed(x).dtype == "float32" and mixed.backbone(x)["pooled_output"].dtype == "bfloat16"
-
-
-def test_default_compile_fit_reports_loss_sums():
-    # Defaults (AdamW, cross-entropy, accuracy, XLA) train, and Keras' loss is the Trainer's
-    # loss_sums ratio: the first step's reported loss is computed on the initial weights.
-    model = TextClassifier(BertBackbone(**BERT, dropout=0.0), num_classes=3, dropout=0.0)
-    model.compile()
-    x, y = _inputs(), np.array([0, 2, 1, 2], "int32")
-    logits = model(x)
-    loss, weight = model.loss_sums(y, logits)
-    accuracy = model.metrics_from_sums(model.metric_sums(y, logits))["accuracy"]
-    before = [np.array(w) for w in model.trainable_weights]
-    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
-    np.testing.assert_allclose(history.history["loss"][0], float(loss) / float(weight), rtol=1e-5)
-    assert history.history["accuracy"][0] == pytest.approx(accuracy)
-    assert [w.path for w, b in zip(model.trainable_weights, before) if np.all(np.array(w) == b)] == []
+def test_task_structure_save_load_mixed_precision_and_fit(num_classes, regression):
+    targets = np.linspace(-1.0, 2.0, 4 * num_classes, dtype="float32").reshape(4, num_classes)
+    # Regression targets are (B,) for one value (as STS-B's), (B, C) for more.
+    labels = (targets[:, 0] if num_classes == 1 else targets) if regression else np.array([0, 2, 1, 2], "int32")
+    model = run_task_test(
+        TextClassifier, {"backbone": BertBackbone(**TINY_BERT), "num_classes": num_classes, "regression": regression},
+        _inputs(), labels, (4, num_classes),
+        expected_head_params=8 * num_classes + num_classes,  # dense(hidden -> C)
+        fit_metrics={"mae": "mae"} if regression else {"accuracy": "accuracy"})
+    assert (model.num_classes, model.dropout, model.regression) == (num_classes, 0.1, regression)
 
 
 def test_regression_sums_mse_mae_pearson():
-    model = TextClassifier(BertBackbone(**BERT), num_classes=1, regression=True)
+    model = TextClassifier(BertBackbone(**TINY_BERT), num_classes=1, regression=True)
     y = np.array([1.0, 2.0, 3.0, -1.0], "float32")
     pred = np.array([[1.5], [2.0], [2.0], [-1.0]], "float32")
     loss, weight = model.loss_sums(y, pred, sample_weight=np.array([1.0, 1.0, 2.0, 0.0]))
@@ -98,7 +70,7 @@ def test_regression_fits_toy_target():
 def test_sst2_slice_learned_above_chance():
     data = read_classification(shared_data("sst2", "train.tsv"))
     train, held = data.dataset.take(4000).cache(), data.dataset.skip(4000).take(500).cache()
-    tokenizer = WordPieceTokenizer.train(train.map(lambda r: r["text"]), vocab_size=2000)
+    tokenizer = WordPieceTokenizer.train(train.map(lambda r: r["text"]), vocabulary_size=2000)
     backbone = BertBackbone(vocabulary_size=tokenizer.vocabulary_size, num_layers=2, num_heads=2, hidden_dim=32,
                             intermediate_dim=64, max_sequence_length=48)
     model = TextClassifier(backbone, num_classes=2)
@@ -117,7 +89,3 @@ def test_sst2_slice_learned_above_chance():
     # below the lowest for other CPUs' rounding.
     assert majority < 0.6 and accuracy >= 0.70
 
-
-def test_docstring_examples():
-    result = doctest.testmod(text_classifier, extraglobs={"tfm": tfm, "np": np})
-    assert result.failed == 0 and result.attempted == 2

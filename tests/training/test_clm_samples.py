@@ -7,18 +7,13 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from tests.data_paths import shared_data
+from tests.helpers import shared_sentences
 from tfm.data import load_tokenizer
 from tfm.tasks import CausalLM
 from tfm.training.config import load_config
 from tfm.training.experiment import run_experiment
 
 PROMPT_TOKENS, NEW_TOKENS = 16, 24  # what the experiment's sampler uses: prompts cut to 16 tokens, 24 new ones
-
-
-def _sentences(name, count):
-    rows = shared_data("sst2", name).read_text(encoding="utf-8").splitlines()[1 : count + 1]
-    return [r.split("\t", 1)[1] for r in rows]
 
 
 def _text_summaries(directory, tag):
@@ -46,7 +41,7 @@ def _greedy(model, tokenizer, prompt):
 @pytest.mark.parametrize("tokenizer_type", ["wordpiece", "sentencepiece"])
 def test_eval_writes_greedy_samples_that_checkpoints_reproduce(tmp_path, tokenizer_type):
     # The first dev sentence is short (< 16 tokens), the second long: the sampler batches them right-padded.
-    train, evals = _sentences("train.tsv", 400), _sentences("dev.tsv", 40)
+    train, evals = shared_sentences("sst2", "train", 400), shared_sentences("sst2", "dev", 40)
     (tmp_path / "train.txt").write_text("\n".join(train) + "\n", encoding="utf-8")
     (tmp_path / "eval.txt").write_text("\n".join(evals) + "\n", encoding="utf-8")
     config = {
@@ -56,7 +51,7 @@ def test_eval_writes_greedy_samples_that_checkpoints_reproduce(tmp_path, tokeniz
                   "intermediate_dim": 64, "max_sequence_length": 64, "dropout": 0.0},
         "data": {"train": [str(tmp_path / "train.txt")], "eval": [str(tmp_path / "eval.txt")], "format": "text",
                  "sequence_length": 32, "max_eval_examples": 16,
-                 "tokenizer": {"type": tokenizer_type, "vocab_size": 300}},
+                 "tokenizer": {"type": tokenizer_type, "vocabulary_size": 300}},
         "trainer": {"steps": 20, "batch_size": 8, "learning_rate": 3e-3, "log_every": 10, "eval_every": 10,
                     "checkpoint_every": 10, "keep_checkpoints": 3, "num_samples": 2, "peak_flops": 1e11,
                     "strategy": "default"},

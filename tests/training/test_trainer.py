@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from tests.data_paths import shared_data
+from tests.helpers import shared_sentences
 from tests.training.toy_training import model_fn, toy_dataset
 from tfm.training.config import TrainerConfig
 from tfm.training.optimizer import WarmupDecay, create_optimizer
@@ -22,9 +22,8 @@ TFM = os.path.join(os.path.dirname(sys.executable), "tfm")
 
 def _corpus(tmp_path, lines=1500):
     """The first SST-2 training sentences as a plain-text corpus."""
-    rows = shared_data("sst2", "train.tsv").read_text(encoding="utf-8").splitlines()[1 : lines + 1]
     path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(r.split("\t", 1)[1] for r in rows) + "\n", encoding="utf-8")
+    path.write_text("\n".join(shared_sentences("sst2", count=lines)) + "\n", encoding="utf-8")
     return path
 
 
@@ -35,7 +34,7 @@ def _config(tmp_path, corpus, steps=24, **trainer):
         "model": {"family": "bert", "preset": "bert_tiny", "num_layers": 1, "hidden_dim": 32, "num_heads": 2,
                   "intermediate_dim": 64},
         "data": {"train": [str(corpus)], "eval": [str(corpus)], "sequence_length": 32, "max_eval_examples": 64,
-                 "tokenizer": {"vocab_size": 600}},
+                 "tokenizer": {"vocabulary_size": 600}},
         "trainer": {"steps": steps, "batch_size": 16, "learning_rate": 3e-3, "log_every": 4, "eval_every": 12,
                     "checkpoint_every": 6, "peak_flops": 1e11, "strategy": "default", **trainer},
     }
@@ -101,14 +100,14 @@ def test_run_dir_holds_config_tokenizer_and_tensorboard_scalars(tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["warmup_steps"] == 8
     assert (run / "tokenizer" / "vocab.txt").exists()
     train = _events(run / "train")
-    for tag in ("loss", "learning_rate", "grad_norm", "tokens_per_sec", "mfu"):
+    for tag in ("loss", "learning_rate", "grad_norm", "tokens_per_second", "mfu"):
         assert [step for step, _ in train[tag]] == [4, 8, 12, 16, 20, 24], tag
     schedule = WarmupDecay(3e-3, 24, 8)
     for step, value in train["learning_rate"]:
         assert value == pytest.approx(float(schedule(step)), rel=1e-5)
     # MFU = tokens/s x FLOPs/token / peak (peak fixed at 1e11 in the config).
     info = yaml.safe_load((run / "run_info.json").read_text())
-    for (_, mfu), (_, tps) in zip(train["mfu"], train["tokens_per_sec"]):
+    for (_, mfu), (_, tps) in zip(train["mfu"], train["tokens_per_second"]):
         assert mfu == pytest.approx(tps * info["flops_per_token"] / 1e11, rel=1e-4)
     losses = [v for _, v in train["loss"]]
     assert losses[-1] < losses[0]

@@ -19,7 +19,7 @@ class TokenEmbedding(keras.layers.Layer):
 
     Example:
     >>> emb = TokenEmbedding(vocabulary_size=10, hidden_dim=4)
-    >>> emb(keras.ops.zeros((2, 3), "int32")).shape
+    >>> tuple(emb(keras.ops.zeros((2, 3), "int32")).shape)
     (2, 3, 4)
     """
 
@@ -77,7 +77,7 @@ class PositionEmbedding(keras.layers.Layer):
 
     Example:
     >>> pos = PositionEmbedding(max_sequence_length=16, hidden_dim=4)
-    >>> pos(keras.ops.zeros((2, 3, 4))).shape
+    >>> tuple(pos(keras.ops.zeros((2, 3, 4))).shape)
     (2, 3, 4)
     """
 

@@ -22,7 +22,7 @@ class MaskedLMHead(keras.layers.Layer):
     Example:
     >>> emb = tfm.layers.TokenEmbedding(10, 8)
     >>> head = MaskedLMHead(emb)
-    >>> head(keras.ops.ones((2, 5, 8)), keras.ops.zeros((2, 3), "int32")).shape
+    >>> tuple(head(keras.ops.ones((2, 5, 8)), keras.ops.zeros((2, 3), "int32")).shape)
     (2, 3, 10)
     """
 

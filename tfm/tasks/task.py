@@ -35,7 +35,9 @@ class Task(keras.Model):
 
         Args:
             optimizer: `"auto"` for AdamW at `DEFAULT_LEARNING_RATE`, or any Keras optimizer.
-            loss: `"auto"` for `SparseCategoricalCrossentropy(from_logits=True)`.
+            loss: `"auto"` for `SparseCategoricalCrossentropy(from_logits=True)`: the weighted loss sum over the
+                number of label slots (zero-weight MLM padding slots count in the denominator, unlike the
+                Trainer's token-weighted mean; both are the same on batches without zero weights).
             weighted_metrics: `"auto"` for `[SparseCategoricalAccuracy]` (weighted by sample_weight,
                 i.e. only at masked / labelled positions).
             jit_compile: bool, XLA-compile the train step (on by default: the model is XLA-clean). Under a
@@ -51,6 +53,10 @@ class Task(keras.Model):
             optimizer = keras.optimizers.AdamW(self.DEFAULT_LEARNING_RATE, weight_decay=0.01)
             optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
         if loss == "auto":
+            # Keras' per-replica "sum_over_batch_size": divided by the batch's slots, so a fit under
+            # MirroredStrategy equals one device. A weighted mean per replica ("mean_with_sample_weight") would
+            # not (replicas average their own means), so fit's MLM loss counts zero-weight padding slots in the
+            # denominator; the Trainer and `loss_sums` divide by the weights' sum over the global batch.
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         if weighted_metrics == "auto":
             weighted_metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]

@@ -2,16 +2,15 @@ import os
 import subprocess
 import sys
 
-from tests.data_paths import shared_data
+from tests.helpers import shared_sentences
 
 TFM = os.path.join(os.path.dirname(sys.executable), "tfm")
 
 
 def test_vocab_command_trains_and_saves_a_loadable_wordpiece_vocabulary(tmp_path):
-    rows = shared_data("sst2", "train.tsv").read_text(encoding="utf-8").splitlines()[1:3001]
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(r.split("\t", 1)[1] for r in rows) + "\n", encoding="utf-8")
-    result = subprocess.run([TFM, "vocab", "--corpus", str(corpus), "--type", "wordpiece", "--size", "1000",
+    corpus.write_text("\n".join(shared_sentences("sst2", count=3000)) + "\n", encoding="utf-8")
+    result = subprocess.run([TFM, "vocab", "--corpus", str(corpus), "--type", "wordpiece", "--vocabulary-size", "1000",
                              "--out", str(tmp_path / "vocab")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     vocab = (tmp_path / "vocab" / "vocab.txt").read_text(encoding="utf-8").splitlines()

@@ -29,7 +29,7 @@ def _write_config(path, task, train, fmt, eval_=()):
     path.write_text(yaml.safe_dump({
         "output_dir": str(path.parent / f"run_{path.stem}"), "task": {"name": task}, "model": TINY_MODEL,
         "data": {"train": [str(path.parent / t) for t in train], "eval": [str(path.parent / e) for e in eval_],
-                 "format": fmt, "sequence_length": 16, "tokenizer": {"vocab_size": 200}},
+                 "format": fmt, "sequence_length": 16, "tokenizer": {"vocabulary_size": 200}},
         "trainer": {"steps": 2, "batch_size": 2, "log_every": 1, "eval_every": 2, "checkpoint_every": 2,
                     "peak_flops": 1e11}}), encoding="utf-8")
 

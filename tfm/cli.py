@@ -126,7 +126,7 @@ def _train(args):
 def _vocab(args):
     from tfm.data import build_vocab
 
-    tokenizer = build_vocab(args.corpus, tokenizer_type=args.type, vocab_size=args.size, out_dir=args.out,
+    tokenizer = build_vocab(args.corpus, tokenizer_type=args.type, vocabulary_size=args.vocabulary_size, out_dir=args.out,
                             lowercase=not args.cased)
     print(f"{args.type} vocabulary of {tokenizer.vocabulary_size} tokens written to {args.out}")
 
@@ -153,7 +153,10 @@ def _add_export(commands):
     export.add_argument("export_dir", help="output: EXPORT_DIR/<version>/saved_model.pb (TF Serving layout)")
     export.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
     export.add_argument("--version", type=int, help="SavedModel version (default: latest + 1)")
-    export.add_argument("--top-k", type=int, help="masked_lm: fill-mask candidates per mask (default 5)")
+    export.add_argument("--num-candidates", type=int, help="masked_lm: fill-mask candidates per mask (default 5)")
+    export.add_argument("--top-k", type=int, help=argparse.SUPPRESS)  # the old name of --num-candidates
+    export.add_argument("--num-beams", type=int, help="causal_lm: also export a beam_search signature with this "
+                                                      "many beams")
     export.add_argument("--max-new-tokens", type=int, help="causal_lm: most tokens per request (default "
                                                            "min(64, sequence_length // 2))")
     export.add_argument("--doc-stride", type=int, help="span_qa: tokens between window starts (default 128)")
@@ -193,7 +196,7 @@ def build_parser():
     vocab.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
                        help="text (one document a line), .jsonl, or .tsv/.csv (their text column)")
     vocab.add_argument("--type", choices=["wordpiece", "sentencepiece"], default="wordpiece")
-    vocab.add_argument("--size", type=int, default=8000, help="vocabulary size")
+    vocab.add_argument("--vocabulary-size", "--size", type=int, default=8000, help="tokens in the vocabulary")
     vocab.add_argument("--out", required=True, metavar="DIR")
     vocab.add_argument("--cased", action="store_true", help="keep case (WordPiece)")
     vocab.set_defaults(func=_vocab)

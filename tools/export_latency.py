@@ -39,7 +39,7 @@ def build_exports(preset, sequence_length, texts, out_dir, tflite):
     from tfm.export import export_saved_model
     from tfm.export.tflite import export_tflite
 
-    tokenizer = tfm.data.WordPieceTokenizer.train(texts * 5, vocab_size=2000)
+    tokenizer = tfm.data.WordPieceTokenizer.train(texts * 5, vocabulary_size=2000)
     backbone = tfm.models.BertBackbone.from_preset(preset, vocabulary_size=tokenizer.vocabulary_size)
     task = tfm.tasks.TextClassifier(backbone, num_classes=2)
     dirs = [export_saved_model(task, tokenizer, Path(out_dir) / "saved_model", sequence_length).parent]

@@ -3,10 +3,13 @@
 Usage:
     python tools/record_result.py RUN_DIR [--name NAME] [--claim accuracy] [--note "hardware, wall time"]
 
-Copies the resolved `config.yaml`, `metrics.json`, `run_info.json` and any `eval_report_*.json` (never the
-checkpoints, tokenizer or events), and writes `source.json` with the run dir, the note, the date and the
-`--claim`ed metrics (the numbers the README quotes; tests/test_results.py checks the README against them).
-`tfm train results/NAME/config.yaml --output-dir DIR` reruns the same experiment.
+Copies the resolved `config.yaml` (its data paths rewritten relative to `results/NAME/`, as `save_config`
+writes them), `metrics.json`, `run_info.json` and any `eval_report_*.json` (never the checkpoints, tokenizer
+or events), and writes `source.json` with the run dir, the note, the date and the `--claim`ed metrics (the
+numbers the README quotes; tests/test_results.py checks the README against them).
+`tfm train results/NAME/config.yaml --set output_dir=DIR` reruns the same experiment.
+A run written before configs resolved paths against their own file kept them relative to the directory
+`tfm train` ran in: pass that directory as `--started-in`.
 """
 
 import argparse
@@ -19,7 +22,21 @@ ARTIFACTS = ("config.yaml", "metrics.json", "run_info.json")
 MAX_BYTES = 64 * 1024  # results/ holds small JSON and YAML only
 
 
-def record_result(run_dir, name=None, results_dir="results", note="", claims=()):
+def _copy_config(run, target, started_in=None):
+    """The run's config.yaml into `target`, data paths made relative to `target` (see `save_config`)."""
+    import yaml
+
+    from tfm.training.config import _map_paths, from_dict, ExperimentConfig, load_config, save_config
+
+    if started_in is None:
+        cfg = load_config(run)
+    else:  # an older run dir: relative paths are relative to where it was started
+        raw = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        cfg = from_dict(ExperimentConfig, _map_paths(raw, lambda p: str(Path(started_in, p).resolve())))
+    save_config(cfg, str(target / "config.yaml"))
+
+
+def record_result(run_dir, name=None, results_dir="results", note="", claims=(), started_in=None):
     """Copies a run dir's config, metrics and reports into `results_dir/name`; returns that folder.
 
     Args:
@@ -28,6 +45,7 @@ def record_result(run_dir, name=None, results_dir="results", note="", claims=())
         results_dir: str, where results live (the repository's `results/`).
         note: str, free text kept in `source.json` (hardware, wall time, load).
         claims: keys of `metrics.json` whose values the README quotes.
+        started_in: str, for a run written by an older tfm: the directory its relative paths are relative to.
     """
     run = Path(run_dir)
     for required in ("config.yaml", "metrics.json"):
@@ -43,7 +61,10 @@ def record_result(run_dir, name=None, results_dir="results", note="", claims=())
     for path in files:
         if path.stat().st_size > MAX_BYTES:
             raise ValueError(f"{path} is {path.stat().st_size} bytes; results/ keeps files under {MAX_BYTES}")
-        shutil.copyfile(path, target / path.name)
+        if path.name == "config.yaml":
+            _copy_config(run, target, started_in)
+        else:
+            shutil.copyfile(path, target / path.name)
     source = {"run_dir": str(run), "note": note, "recorded": datetime.date.today().isoformat(),
               "files": [p.name for p in files], "claims": {k: metrics[k] for k in claims}}
     (target / "source.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
@@ -57,8 +78,10 @@ def main(argv=None):
     parser.add_argument("--results", default=str(Path(__file__).resolve().parents[1] / "results"))
     parser.add_argument("--note", default="")
     parser.add_argument("--claim", action="append", default=[], help="a metrics.json key the README quotes")
+    parser.add_argument("--started-in", help="where an older run's relative paths are relative to")
     args = parser.parse_args(argv)
-    print(f"recorded in {record_result(args.run_dir, args.name, args.results, args.note, args.claim)}")
+    target = record_result(args.run_dir, args.name, args.results, args.note, args.claim, args.started_in)
+    print(f"recorded in {target}")
 
 
 if __name__ == "__main__":

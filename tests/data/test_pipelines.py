@@ -36,6 +36,6 @@ def test_text_pair_batches(tmp_path, wordpiece):
 def test_one_tokenizer_feeds_several_whole_word_pipelines(wordpiece, english_dev):
     totals = []
     for seed in (1, 2):  # each builds its own graph with the same tokenizer object
-        ds = mlm_dataset(english_dev[:64], wordpiece, sequence_length=32, batch_size=32, whole_word=True, seed=seed)
+        ds = mlm_dataset(english_dev[:64], wordpiece, sequence_length=32, batch_size=32, whole_word_masking=True, seed=seed)
         totals.append(sum(int(x["padding_mask"].numpy().sum()) for x, _, _ in ds))
     assert totals[0] == totals[1] == sum(min(len(r) + 2, 32) for r in wordpiece.tokenize(english_dev[:64]).to_list())

@@ -21,11 +21,11 @@ SEQUENCE_LENGTH = 32
 
 
 def wordpiece():
-    return WordPieceTokenizer.train(CORPUS * 5, vocab_size=300)
+    return WordPieceTokenizer.train(CORPUS * 5, vocabulary_size=300)
 
 
 def sentencepiece():
-    return SentencePieceTokenizer.train(CORPUS * 5, vocab_size=120)
+    return SentencePieceTokenizer.train(CORPUS * 5, vocabulary_size=120)
 
 
 def byte_pair():

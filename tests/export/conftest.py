@@ -59,7 +59,7 @@ def _models():
                    {"label_names": builders.TAGS}),
         "qa": (builders.spread_head(tasks.SpanQA(builders.bert(wp)), "span_logits"), wp,
                {"doc_stride": 8, "max_query_length": 8, "max_windows": 16}),
-        "mlm": (tasks.MaskedLM(builders.bert(sp)), sp, {"top_k": 3}),
+        "mlm": (tasks.MaskedLM(builders.bert(sp)), sp, {"num_candidates": 3}),
         "mc": (tasks.MultipleChoice(builders.bert(wp), 3), wp, {}),
         "clm": (tasks.CausalLM(builders.gpt(bpe)), bpe, {"max_new_tokens": MAX_NEW}),
     }

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfm.layers.attention import HashDropout
+from tfm.layers.dropout import HashDropout
 
 
 def _xla(layer, x):

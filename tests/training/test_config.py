@@ -56,9 +56,9 @@ def test_schema_keys_and_defaults():
     assert d["output_dir"] == "runs/default"
     assert d["task"] == {
         "name": "masked_lm", "num_classes": 2, "num_labels": None, "label_names": None, "init_checkpoint": None,
-        "max_predictions": 20, "mask_rate": 0.15, "whole_word_masking": False, "tagging_scheme": "IOB2",
+        "max_predictions": None, "mask_rate": 0.15, "whole_word_masking": False, "tagging_scheme": "IOB2",
         "lstm_units": None, "next_sentence": False, "num_choices": None, "doc_stride": 128, "max_query_length": 64,
-        "max_answer_length": 30, "version_2": False,
+        "max_answer_length": 30, "allow_no_answer": False,
     }
     assert d["model"] == {
         "preset": None, "family": "bert", "vocabulary_size": None, "num_layers": None, "num_heads": None,
@@ -68,7 +68,7 @@ def test_schema_keys_and_defaults():
     assert d["data"] == {
         "train": [], "eval": [], "format": "text", "text_column": "text", "text_pair_column": None,
         "label_column": "label", "header": True, "sequence_length": 128,
-        "tokenizer": {"type": "wordpiece", "vocab_size": 8000, "lowercase": True, "path": None},
+        "tokenizer": {"type": "wordpiece", "vocabulary_size": 8000, "lowercase": True, "path": None},
         "shuffle_buffer": 10000, "max_eval_examples": None, "prepare": None,
     }
     assert ", ".join(d["trainer"]) == TRAINER_KEYS
@@ -110,8 +110,8 @@ def test_from_dict_nested_and_safe_conversions():
      f"trainer.stepz is not a valid key (did you mean 'steps'?); valid keys in trainer: {TRAINER_KEYS}"),
     ({"bogus": 1}, "bogus is not a valid key; valid keys at the top level: output_dir, task, model, data, trainer, pretrain"),
     ({"data": {"tokenizer": {"vocab": 10}}},
-     "data.tokenizer.vocab is not a valid key (did you mean 'vocab_size'?); "
-     "valid keys in data.tokenizer: type, vocab_size, lowercase, path"),
+     "data.tokenizer.vocab is not a valid key; "
+     "valid keys in data.tokenizer: type, vocabulary_size, lowercase, path"),
 ])
 def test_unknown_key_names_key_and_valid_keys(data, message):
     assert _error(from_dict, ExperimentConfig, data) == message
@@ -157,7 +157,7 @@ def test_wrong_type_names_key_type_and_value(data, message):
     ({"model": {"hidden_dim": 30, "num_heads": 4}}, "model.hidden_dim (30) must be divisible by num_heads (4)"),
     ({"model": {"num_layers": 0}}, "model.num_layers must be > 0, got 0"),
     ({"data": {"train": ["a.txt", ""]}}, "data.train[1] must name a file or 'tfds:NAME', got ''"),
-    ({"data": {"tokenizer": {"vocab_size": 0}}}, "data.tokenizer.vocab_size must be > 0, got 0"),
+    ({"data": {"tokenizer": {"vocabulary_size": 0}}}, "data.tokenizer.vocabulary_size must be > 0, got 0"),
     ({"task": {"name": "causal_lm"}}, "model.family must be 'gpt' for task.name='causal_lm', got 'bert'"),
     ({"model": {"max_sequence_length": 64}}, "data.sequence_length (128) must be <= model.max_sequence_length (64)"),
 ])
@@ -216,7 +216,7 @@ def test_apply_overrides_types_and_values():
     cfg = apply_overrides(base, [
         "trainer.steps=2000", "trainer.learning_rate=3e-5", "trainer.jit_compile=false", "trainer.clip_norm=null",
         "data.train=[a.txt, b.txt]", "model.dropout=0", "output_dir=2024", "data.text_column=yes",
-        "data.tokenizer={type: sentencepiece, vocab_size: 500}", "task.num_classes=3",
+        "data.tokenizer={type: sentencepiece, vocabulary_size: 500}", "task.num_classes=3",
     ])
     assert cfg.trainer.steps == 2000
     assert cfg.trainer.learning_rate == 3e-5 and type(cfg.trainer.learning_rate) is float
@@ -226,7 +226,7 @@ def test_apply_overrides_types_and_values():
     # str fields keep the text even when YAML would read a number or a bool
     assert cfg.output_dir == "2024" and cfg.data.text_column == "yes"
     # a whole section merges into the current one
-    assert cfg.data.tokenizer == TokenizerConfig(type="sentencepiece", vocab_size=500, lowercase=True)
+    assert cfg.data.tokenizer == TokenizerConfig(type="sentencepiece", vocabulary_size=500, lowercase=True)
     assert cfg.task.num_classes == 3
     assert base == ExperimentConfig()  # the input is not modified
     # later overrides win
@@ -258,10 +258,11 @@ def test_override_errors(override, message):
 def test_yaml_round_trip_is_exact(tmp_path):
     cfg = apply_overrides(ExperimentConfig(), [
         "output_dir=2024", "task.name=token_classifier", "task.label_names=[O, B-PER, I-PER, 'null', 'yes']",
-        "task.tagging_scheme=IOBES", "data.format=conll", "data.train=[train.conll]", "data.text_column=true",
-        "trainer.learning_rate=3e-5", "trainer.adam_epsilon=1e-8", "trainer.warmup_ratio=0.1",
+        "task.tagging_scheme=IOBES", "data.format=conll", f"data.train=[{tmp_path}/train.conll]",
+        "data.text_column=true", "trainer.learning_rate=3e-5", "trainer.adam_epsilon=1e-8", "trainer.warmup_ratio=0.1",
         "trainer.peak_flops=9.89e14", "model.dropout=0.1", "model.hidden_dim=64", "model.num_heads=4",
-        "data.tokenizer.path=vocab/ünïcode.txt", "pretrain={trainer: {steps: 30}, data: {sequence_length: 64}}",
+        f"data.tokenizer.path={tmp_path}/vocab/ünïcode.txt",
+        "pretrain={trainer: {steps: 30}, data: {sequence_length: 64}}",
     ])
     written = save_config(cfg, str(tmp_path / "run"))
     assert written == str(tmp_path / "run" / "config.yaml")
@@ -278,6 +279,27 @@ def test_yaml_round_trip_is_exact(tmp_path):
     # an explicit .yaml path is written as given; no temporary files are left behind
     assert save_config(ExperimentConfig(), str(tmp_path / "x.yaml")) == str(tmp_path / "x.yaml")
     assert sorted(os.listdir(tmp_path)) == ["run", "x.yaml"] and os.listdir(tmp_path / "run") == ["config.yaml"]
+
+
+def test_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    """Data paths in a YAML file resolve against its directory (any working directory); output_dir, --set
+    values, tfds and hf:// names are left alone; a saved config stores paths relative to itself."""
+    (tmp_path / "configs").mkdir()
+    path = _write(tmp_path / "configs", "output_dir: runs/x\ntask: {name: text_classifier, init_checkpoint: hf://a/b}\n"
+                  "data: {train: [../data/train.tsv, 'tfds:glue/sst2'], eval: [dev.tsv], tokenizer: {path: /abs/vocab}}\n"
+                  "pretrain: {data: {train: [more.txt]}}\n", "c.yaml")
+    monkeypatch.chdir("/")
+    cfg = load_config(path, ["data.eval=[other.tsv]"])
+    assert cfg.data.train == [str(tmp_path / "data" / "train.tsv"), "tfds:glue/sst2"]
+    assert cfg.data.eval == ["other.tsv"] and cfg.output_dir == "runs/x"  # relative to where tfm runs
+    assert cfg.task.init_checkpoint == "hf://a/b" and cfg.data.tokenizer.path == "/abs/vocab"
+    assert cfg.pretrain["data"]["train"] == [str(tmp_path / "configs" / "more.txt")]
+    run = tmp_path / "runs" / "x"
+    saved = yaml.safe_load(open(save_config(load_config(path), str(run))).read())
+    assert saved["data"]["train"] == ["../../data/train.tsv", "tfds:glue/sst2"]
+    assert saved["data"]["eval"] == ["../../configs/dev.tsv"]
+    monkeypatch.chdir(tmp_path / "configs")
+    assert load_config(str(run)) == load_config(path)  # the run dir's copy reads the same from anywhere
 
 
 def test_load_config_with_overrides(tmp_path):
@@ -326,3 +348,22 @@ def test_docstring_examples():
     result = doctest.testmod(config)
     core = doctest.testmod(config_core, extraglobs=vars(config))  # its examples use the schema classes
     assert result.attempted + core.attempted >= 8 and result.failed == core.failed == 0
+
+
+def test_old_key_names_still_load_with_a_deprecation_naming_the_new_key(tmp_path):
+    """Run dirs written before the renames keep working: vocab_size, version_2, tokenizer type gpt2_bpe."""
+    path = _write(tmp_path, "task:\n  name: span_qa\n  version_2: true\n"
+                            "data:\n  format: squad\n  tokenizer: {type: gpt2_bpe, vocab_size: 300}\n")
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load_config(path)
+    assert (cfg.task.allow_no_answer, cfg.data.tokenizer.vocabulary_size, cfg.data.tokenizer.type) == (True, 300, "bpe")
+    assert sorted(str(w.message) for w in caught) == [
+        "config key data.tokenizer.vocab_size is deprecated: it is now data.tokenizer.vocabulary_size",
+        "config key task.version_2 is deprecated: it is now task.allow_no_answer",
+        "data.tokenizer.type=gpt2_bpe is deprecated: it is now bpe"]
+    with pytest.warns(FutureWarning, match="data.tokenizer.vocab_size is deprecated"):
+        assert apply_overrides(cfg, ["data.tokenizer.vocab_size=500"]).data.tokenizer.vocabulary_size == 500
+    both = _write(tmp_path, "data:\n  tokenizer: {vocab_size: 300, vocabulary_size: 400}\n", "both.yaml")
+    with pytest.warns(FutureWarning):
+        assert _error(load_config, both) == (f"{both}: data.tokenizer.vocab_size is the old name of "
+                                             f"data.tokenizer.vocabulary_size; give only the new one")

@@ -11,7 +11,8 @@ import pytest
 from tests.helpers import abstract_param_count
 from tfm.training.config import load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 TFM = os.path.join(os.path.dirname(sys.executable), "tfm")
 
 
@@ -28,11 +29,22 @@ def test_config_loads_and_opens_with_a_command_comment(path):
     assert cfg.trainer.steps > 0 and cfg.data.train
 
 
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_data_paths_resolve_from_the_config_file(path, monkeypatch):
+    """From any working directory a config reads ../shared/data (beside the repo) or the quickstart corpus
+    in the repo's runs/."""
+    monkeypatch.chdir("/")
+    cfg = load_config(path)
+    for source in map(Path, cfg.data.train + cfg.data.eval):
+        assert source.parent == REPO / "runs" / "quickstart_corpus" or \
+            source.parent.parent == REPO.parent / "shared" / "data", source
+
+
 CONLL_TAGS = ["O"] + [f"{p}-{t}" for t in ("PER", "ORG", "LOC", "MISC") for p in "BI"]  # CoNLL-2003's 9 tags
 ZH_TAGS = ["O"] + [f"{p}-{t}" for t in ("PER", "ORG", "LOC") for p in "BI"]  # the Chinese NER set's 7 tags
 
 # Each config's model, written out from its YAML and the preset it names (read them side by side):
-# (task, layers, heads, hidden, intermediate, positions, vocabulary = data.tokenizer.vocab_size, labels, lstm).
+# (task, layers, heads, hidden, intermediate, positions, vocabulary = data.tokenizer.vocabulary_size, labels, lstm).
 SIZES = {
     "bert_base_mlm.yaml": ("masked_lm", 12, 12, 768, 3072, 512, 30522, None, None),
     "bert_tiny_mlm.yaml": ("masked_lm", 2, 2, 128, 512, 512, 8000, None, None),
@@ -75,8 +87,8 @@ def test_config_builds_its_model_with_the_reference_parameter_count(path):
 
     cfg = load_config(path)
     task, layers, heads, hidden, intermediate, positions, vocabulary, labels, lstm = SIZES[path.name]
-    assert (cfg.task.name, cfg.data.tokenizer.vocab_size, cfg.task.lstm_units) == (task, vocabulary, lstm)
-    tokenizer = SimpleNamespace(vocabulary_size=cfg.data.tokenizer.vocab_size)
+    assert (cfg.task.name, cfg.data.tokenizer.vocabulary_size, cfg.task.lstm_units) == (task, vocabulary, lstm)
+    tokenizer = SimpleNamespace(vocabulary_size=cfg.data.tokenizer.vocabulary_size)
     count = abstract_param_count(lambda: build_task(cfg, tokenizer, labels, initialize=False))
     head = []  # hand-counted head parameters, from inside the abstract build
     reference = abstract_param_count(lambda: head.append(_keras_hub_reference(*SIZES[path.name])) or head[0][0])

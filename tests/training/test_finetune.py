@@ -10,11 +10,13 @@ import tensorflow as tf
 from tests.conftest import TEST_SEED
 from tests.data_paths import shared_data
 from tfm import metrics as tfm_metrics
+from tfm.data import LabelVocabulary
+from tfm.recipes import get_recipe
 from tfm.training.config import ConfigError, from_dict, ExperimentConfig, TaskConfig
 from tfm.training.evaluation import evaluate_run, task_report
 from tfm.training.experiment import build_task, load_run, prepare_tokenizer, run_experiment
-from tfm.training import task_data
 
+TOKENS = get_recipe("token_classifier")
 TINY_MODEL = {"family": "bert", "preset": "bert_tiny", "num_layers": 1, "hidden_dim": 32, "num_heads": 2,
               "intermediate_dim": 64, "dropout": 0.0}
 
@@ -25,7 +27,7 @@ def _config(tmp_path, task, train, eval_, data=None, trainer=None, pretrain=None
         "task": task if isinstance(task, dict) else {"name": task},
         "model": {**TINY_MODEL, **(model or {})},
         "data": {"train": [str(p) for p in train], "eval": [str(p) for p in eval_], "sequence_length": 32,
-                 "tokenizer": {"vocab_size": 1000}, **(data or {})},
+                 "tokenizer": {"vocabulary_size": 1000}, **(data or {})},
         "trainer": {"steps": 40, "batch_size": 16, "learning_rate": 1e-3, "log_every": 20, "eval_every": 20,
                     "checkpoint_every": 20, "peak_flops": 1e11, "seed": TEST_SEED, **(trainer or {})},
     }
@@ -77,8 +79,8 @@ def test_text_classifier_pretrain_then_finetune_learns_and_evaluate_reproduces(t
     assert f"{report['accuracy']:.4f}" in printed and "weighted avg" in printed
     # ... and the report is what tfm.metrics gives on the model's own predictions.
     run = load_run(run_dir)
-    data = task_data.read_split(cfg, cfg.data.eval, "eval")
-    x_y = list(task_data.labelled_dataset(cfg, run.tokenizer, data, 64, False))
+    data = get_recipe(cfg.task.name).read_split(cfg, cfg.data.eval, "eval")
+    x_y = list(get_recipe(cfg.task.name).labelled_dataset(cfg, run.tokenizer, data, 64, False))
     y_true = np.concatenate([y.numpy() for _, y in x_y])
     y_pred = np.concatenate([np.argmax(run.task(x).numpy(), -1) for x, _ in x_y])
     assert report["accuracy"] == pytest.approx(tfm_metrics.accuracy(y_true, y_pred))
@@ -96,7 +98,7 @@ def test_init_checkpoint_takes_the_pretrained_backbone_and_tokenizer(tmp_path):
                       trainer={"steps": 3, "eval_every": 3, "checkpoint_every": 3})
     run_experiment(pre_cfg, verbose=False)
     cfg = _config(tmp_path / "ft", {"name": "text_classifier", "init_checkpoint": pre_cfg.output_dir}, [train], [dev],
-                  data={"format": "tsv", "tokenizer": {"vocab_size": 50}})  # ignored: the checkpoint's tokenizer wins
+                  data={"format": "tsv", "tokenizer": {"vocabulary_size": 50}})  # ignored: the checkpoint's tokenizer wins
     tokenizer = prepare_tokenizer(cfg)
     assert tokenizer.vocabulary == load_run(pre_cfg.output_dir).tokenizer.vocabulary
     model = build_task(cfg, tokenizer, ["0", "1"])
@@ -164,7 +166,7 @@ def _squad_file(path):
 def test_span_qa_through_tfm_train_answers_its_questions(tmp_path):
     squad = _squad_file(tmp_path / "qa.json")
     cfg = _config(tmp_path, {"name": "span_qa", "doc_stride": 8, "max_query_length": 8}, [squad], [squad],
-                  data={"format": "squad", "sequence_length": 24, "tokenizer": {"vocab_size": 200}},
+                  data={"format": "squad", "sequence_length": 24, "tokenizer": {"vocabulary_size": 200}},
                   model={"num_layers": 2},
                   trainer={"steps": 250, "batch_size": 5, "learning_rate": 3e-3, "eval_every": 250,
                            "checkpoint_every": 250, "weight_decay": 0.0})
@@ -181,7 +183,7 @@ def test_token_classifier_report_scores_known_predictions(tmp_path):
     train.write_text("EU B-ORG\nrejects O\nGerman B-MISC\ncall O\n\nPeter B-PER\nBlackburn I-PER\n\n")
     cfg = _config(tmp_path, "token_classifier", [train], [train], data={"format": "conll", "sequence_length": 32})
     tokenizer = prepare_tokenizer(cfg)
-    data = task_data.read_split(cfg, cfg.data.train, "train")
+    data = get_recipe(cfg.task.name).read_split(cfg, cfg.data.train, "train")
     names = list(data.result.labels.names)
     assert names == ["O", "B-MISC", "B-ORG", "B-PER", "I-PER"]
     predicted = {"EU": "B-ORG", "Peter": "B-PER", "Blackburn": "I-PER"}  # every other word: O
@@ -204,9 +206,9 @@ def test_bad_task_data_is_named(tmp_path):
     train = tmp_path / "train.txt"
     train.write_text("EU B-ORG\n\n")
     with pytest.raises(ValueError, match="data.format='text' cannot feed task.name='token_classifier'"):
-        task_data.read_split(_config(tmp_path, "token_classifier", [train], []), [str(train)], "train")
+        TOKENS.read_split(_config(tmp_path, "token_classifier", [train], []), [str(train)], "train")
     with pytest.raises(ValueError, match="data.eval is empty"):
-        task_data.read_split(_config(tmp_path, "token_classifier", [train], [], data={"format": "conll"}), [], "eval")
+        TOKENS.read_split(_config(tmp_path, "token_classifier", [train], [], data={"format": "conll"}), [], "eval")
     bad = tmp_path / "dev.txt"
     bad.write_text("EU B-XYZ\n\n")
     cfg = _config(tmp_path, "token_classifier", [train], [bad], data={"format": "conll"})
@@ -244,7 +246,7 @@ def test_multiple_choice_through_tfm_train_learns_a_toy(tmp_path):
     (tmp_path / "train.jsonl").write_text(records(300))
     (tmp_path / "dev.jsonl").write_text(records(60))
     cfg = _config(tmp_path, "multiple_choice", [tmp_path / "train.jsonl"], [tmp_path / "dev.jsonl"],
-                  data={"format": "jsonl", "sequence_length": 12, "tokenizer": {"vocab_size": 100}},
+                  data={"format": "jsonl", "sequence_length": 12, "tokenizer": {"vocabulary_size": 100}},
                   trainer={"steps": 120, "eval_every": 120, "checkpoint_every": 120, "learning_rate": 3e-3,
                            "weight_decay": 0.0})
     metrics, trainer = run_experiment(cfg, verbose=False)
@@ -264,14 +266,14 @@ def test_zh_ner_slice_with_bilstm_head_learns_and_decodes_well_formed_chunks(tmp
         (tmp_path / name).write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
         paths.append(tmp_path / name)
     cfg = _config(tmp_path, {"name": "token_classifier", "lstm_units": 32}, paths[:1], paths[1:],
-                  data={"format": "conll", "sequence_length": 64, "tokenizer": {"vocab_size": 3000}},
+                  data={"format": "conll", "sequence_length": 64, "tokenizer": {"vocabulary_size": 3000}},
                   trainer={"steps": 400, "batch_size": 32, "learning_rate": 3e-3, "warmup_steps": 40,
                            "eval_every": 400, "checkpoint_every": 400, "jit_compile": False},
                   model={"hidden_dim": 64, "intermediate_dim": 128})
     run_experiment(cfg, verbose=False)
     run = load_run(cfg.output_dir)
     assert run.task.lstm_units == 32 and run.task.get_layer("lstm").forward_layer.units == 32
-    data = task_data.read_split(cfg, cfg.data.eval, "dev", task_data.tfm_data.LabelVocabulary(run.label_names))
+    data = get_recipe(cfg.task.name).read_split(cfg, cfg.data.eval, "dev", LabelVocabulary(run.label_names))
     scalars, report = task_report(run.task, cfg, run.tokenizer, data, run.label_names)
     print(report["text"])
     assert report["entities"]["micro avg"]["support"] > 400
@@ -279,7 +281,7 @@ def test_zh_ner_slice_with_bilstm_head_learns_and_decodes_well_formed_chunks(tmp
     # leaves 0.048 below the lowest for other CPUs' rounding.
     assert scalars["entity_f1"] > 0.30, scalars
     # The decoder never emits a chunk without its B- tag, which per-token argmax does.
-    batches = list(task_data.labelled_dataset(cfg, run.tokenizer, data, 64, False))
+    batches = list(get_recipe(cfg.task.name).labelled_dataset(cfg, run.tokenizer, data, 64, False))
     logits = np.concatenate([run.task(x).numpy() for x, _, _ in batches])
     labels = np.concatenate([y.numpy() for _, y, _ in batches])
     from tfm.tasks import decode_tags

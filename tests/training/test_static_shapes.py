@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tests.training.test_finetune import _config, _squad_file
+from tfm.recipes import corpus_texts, get_recipe
 from tfm import data as tfm_data
 from tfm.training import task_data
 from tfm.data.wordpiece import RESERVED_TOKENS
@@ -32,7 +33,7 @@ def _task(tmp_path, kind):
         task = {"name": "masked_lm", "next_sentence": kind == "masked_lm_nsp", "max_predictions": 4}
         task = {"name": "causal_lm"} if kind == "causal_lm" else task
         cfg = _config(tmp_path, task, [corpus], [corpus], model=gpt if kind == "causal_lm" else None,
-                      data={"sequence_length": 12, "tokenizer": {"vocab_size": 80}})
+                      data={"sequence_length": 12, "tokenizer": {"vocabulary_size": 80}})
         return cfg, None, None
     if kind == "text_classifier":
         path = tmp_path / "cls.tsv"
@@ -52,8 +53,8 @@ def _task(tmp_path, kind):
         path.write_text("".join(json.dumps({"context": s, "choices": ["a cat", "a dog", "a rug"], "label": i % 3}) + "\n"
                                 for i, s in enumerate(_sentences(7))))
         data = {"format": "jsonl"}
-    cfg = _config(tmp_path, kind, [path], [path], data={**data, "sequence_length": 24, "tokenizer": {"vocab_size": 120}})
-    split = task_data.read_split(cfg, cfg.data.train, "train")
+    cfg = _config(tmp_path, kind, [path], [path], data={**data, "sequence_length": 24, "tokenizer": {"vocabulary_size": 120}})
+    split = get_recipe(cfg.task.name).read_split(cfg, cfg.data.train, "train")
     return cfg, split, split
 
 
@@ -61,14 +62,14 @@ def _unpadded_eval(cfg, tokenizer, eval_data):
     """The eval batches as they were before padding (the short last batch kept)."""
     t, seq = cfg.task, cfg.data.sequence_length
     if t.name == "masked_lm":
-        texts = task_data.corpus_texts(cfg, cfg.data.eval).dataset
+        texts = corpus_texts(cfg, cfg.data.eval).dataset
         return tfm_data.mlm_dataset(texts, tokenizer, seq, BATCH, max_predictions=t.max_predictions,
-                                    mask_rate=t.mask_rate, whole_word=t.whole_word_masking,
+                                    mask_rate=t.mask_rate, whole_word_masking=t.whole_word_masking,
                                     next_sentence=t.next_sentence, seed=cfg.trainer.seed)
     if t.name == "causal_lm":
-        return tfm_data.clm_dataset(task_data.corpus_texts(cfg, cfg.data.eval).dataset, tokenizer, seq, BATCH,
+        return tfm_data.clm_dataset(corpus_texts(cfg, cfg.data.eval).dataset, tokenizer, seq, BATCH,
                                     drop_remainder=False)
-    return task_data.labelled_dataset(cfg, tokenizer, eval_data, BATCH, False)
+    return get_recipe(cfg.task.name).labelled_dataset(cfg, tokenizer, eval_data, BATCH, False)
 
 
 def _batch_dims(dataset):

@@ -16,6 +16,7 @@ import tensorflow as tf
 import yaml
 
 from tfm.errors import InputError
+from tfm.recipes import get_recipe
 from tfm.training.strategy import create_strategy, resolve_strategy_name
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -142,7 +143,7 @@ def test_tfm_train_mirrored_evaluation_equals_single_device_evaluation(tmp_path)
               "model": {"family": "bert", "preset": "bert_tiny", "num_layers": 1, "hidden_dim": 16, "num_heads": 2,
                         "intermediate_dim": 32, "dropout": 0.0},
               "data": {"train": [tsv("train.tsv", LINES)], "eval": [tsv("dev.tsv", LINES[:13])], "format": "tsv",
-                       "sequence_length": 12, "tokenizer": {"vocab_size": 60}},
+                       "sequence_length": 12, "tokenizer": {"vocabulary_size": 60}},
               "trainer": {"steps": 6, "batch_size": 8, "learning_rate": 1e-2, "log_every": 3, "eval_every": 6,
                           "checkpoint_every": 6, "peak_flops": 1e11}}
     path = tmp_path / "config.yaml"
@@ -151,14 +152,14 @@ def test_tfm_train_mirrored_evaluation_equals_single_device_evaluation(tmp_path)
     metrics = json.load(open(tmp_path / "run" / "metrics.json"))
     assert metrics["step"] == 6
 
-    from tfm.training import task_data
     from tfm.training.evaluation import evaluate_run
     from tfm.training.experiment import load_run
 
     run = load_run(str(tmp_path / "run"))
-    data = task_data.read_split(run.config, run.config.data.eval, "eval", labels=None)
+    recipe = get_recipe(run.config.task.name)
+    data = recipe.read_split(run.config, run.config.data.eval, "eval", labels=None)
     sums, losses = {}, []
-    for x, y in task_data.labelled_dataset(run.config, run.tokenizer, data, 5, False):  # one device, no padding
+    for x, y in recipe.labelled_dataset(run.config, run.tokenizer, data, 5, False):  # one device, no padding
         logits = run.task(x, training=False)
         for key, value in run.task.metric_sums(y, logits, None).items():
             sums[key] = sums.get(key, 0.0) + float(value)

@@ -31,7 +31,7 @@ class SentencePieceTokenizer(Tokenizer):
         proto: bytes of a serialized `.model`, or a path to one.
 
     Example:
-        >>> tok = SentencePieceTokenizer.train(["a small corpus", "of lines"] * 50, vocab_size=40)
+        >>> tok = SentencePieceTokenizer.train(["a small corpus", "of lines"] * 50, vocabulary_size=22)
         >>> tok.detokenize(tok.tokenize(["a small corpus"])).numpy().tolist()
         [b'a small corpus']
     """
@@ -61,12 +61,12 @@ class SentencePieceTokenizer(Tokenizer):
             self._tokenizer = tf_text.SentencepieceTokenizer(self.proto, out_type=tf.int32)
 
     @classmethod
-    def train(cls, texts, vocab_size, model_type="unigram", character_coverage=0.9995, **trainer_options):
+    def train(cls, texts, vocabulary_size, model_type="unigram", character_coverage=0.9995, **trainer_options):
         """Train a model on `texts` in memory.
 
         Args:
             texts: list of str or a tf.data.Dataset of strings.
-            vocab_size: int, vocabulary size; a corpus too small for it gives the largest size it supports,
+            vocabulary_size: int, vocabulary size; a corpus too small for it gives the largest size it supports,
                 with a warning naming both sizes (a size too small for the characters is an `InputError`).
             model_type: "bpe" or "unigram".
             character_coverage: float, share of characters kept (0.9995 suits CJK; rarer ones → unk).
@@ -85,19 +85,19 @@ class SentencePieceTokenizer(Tokenizer):
         )
         options.update(trainer_options)
         try:
-            return cls(_train_model(sentences, vocab_size, model_type, options))
+            return cls(_train_model(sentences, vocabulary_size, model_type, options))
         except RuntimeError as error:
             too_high = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", str(error))
             too_low = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(error))
             if too_low:
-                raise InputError(f"a SentencePiece vocabulary of {vocab_size} tokens cannot hold the corpus's "
+                raise InputError(f"a SentencePiece vocabulary of {vocabulary_size} tokens cannot hold the corpus's "
                                  f"{too_low.group(1)} characters and special pieces; ask for more tokens (or lower "
                                  f"character_coverage)") from None
             if not too_high:
                 raise
-        # Too little text for `vocab_size` pieces: train the largest model it supports and say so.
+        # Too little text for `vocabulary_size` pieces: train the largest model it supports and say so.
         reached = int(too_high.group(1))
-        warnings.warn(f"SentencePiece vocabulary reached {reached} of the requested {vocab_size} tokens: the corpus "
+        warnings.warn(f"SentencePiece vocabulary reached {reached} of the requested {vocabulary_size} tokens: the corpus "
                       f"has too little text; train on more text or ask for fewer tokens", stacklevel=2)
         return cls(_train_model(sentences, reached, model_type, options))
 
@@ -134,11 +134,11 @@ class SentencePieceTokenizer(Tokenizer):
         return self._tokenizer
 
 
-def _train_model(sentences, vocab_size, model_type, options):
+def _train_model(sentences, vocabulary_size, model_type, options):
     """Serialized model bytes trained by `sentencepiece` in memory."""
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size, model_type=model_type,
+        sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocabulary_size, model_type=model_type,
         **options,
     )
     return model.getvalue()

@@ -10,7 +10,7 @@ from tfm.data.readers import LabelVocabulary, ReadResult
 from tfm.data.squad import SquadExample
 
 # name → (kind, field mapping); kinds share the structures of read_classification / read_conll /
-# read_text_corpus / read_squad.
+# read_text_corpus / read_squad / read_multiple_choice ("choices").
 TFDS_SOURCES = {
     "glue/sst2": ("classification", {"text": "sentence", "label": "label"}),
     "imdb_reviews": ("classification", {"text": "text", "label": "label"}),
@@ -20,9 +20,9 @@ TFDS_SOURCES = {
     # Multiple choice ({"context", "choices" (4,), "label"}). SWAG is not a tfds builder: it comes through
     # tfds' Hugging Face bridge (needs `pip install datasets`); context = sent1, choice = "sent2 ending<k>"
     # (the startphrase split at sent1|sent2, as BERT's SWAG recipe packs it).
-    "swag": ("multiple_choice", {"tfds_name": "huggingface:swag/regular", "context": "sent1", "lead": "sent2",
-                                 "choices": [f"ending{k}" for k in range(4)]}),
-    "hellaswag": ("multiple_choice", {"context": "context", "choices": "endings"}),
+    "swag": ("choices", {"tfds_name": "huggingface:swag/regular", "context": "sent1", "lead": "sent2",
+                         "choices": [f"ending{k}" for k in range(4)]}),
+    "hellaswag": ("choices", {"context": "context", "choices": "endings"}),
 }
 
 
@@ -54,7 +54,7 @@ def load_tfds(name, split, data_dir=None, download=True):
     kind, fields = _source(name)
     ds, info = tfds.load(fields.get("tfds_name", name), split=split, data_dir=data_dir, download=download,
                          with_info=True)
-    if kind == "multiple_choice":
+    if kind == "choices":
         ds = ds.map(lambda x: multiple_choice_element(x, fields))
         labels = None
     elif kind == "squad":

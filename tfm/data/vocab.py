@@ -13,7 +13,7 @@ from tfm.errors import InputError
 TOKENIZER_TYPES = {cls.kind: cls for cls in (WordPieceTokenizer, SentencePieceTokenizer, BytePairTokenizer)}
 
 
-def build_vocab(corpus_files, tokenizer_type="wordpiece", vocab_size=8000, out_dir=None, lowercase=True,
+def build_vocab(corpus_files, tokenizer_type="wordpiece", vocabulary_size=8000, out_dir=None, lowercase=True,
                 format=None, text_field="text", model_type="unigram"):
     """Train a tokenizer on corpus files and save it (the `tfm vocab` command).
 
@@ -21,7 +21,7 @@ def build_vocab(corpus_files, tokenizer_type="wordpiece", vocab_size=8000, out_d
         corpus_files: path or list of paths: plain text (one document per line), .jsonl (`text_field`), or
             .tsv/.csv classification data (the text column, found as the classification readers find it).
         tokenizer_type: "wordpiece" or "sentencepiece".
-        vocab_size: int, target vocabulary size.
+        vocabulary_size: int, target vocabulary size.
         out_dir: directory to save into (created); None to skip saving.
         lowercase: bool, uncased WordPiece (SentencePiece models are always cased).
         format: corpus format: "lines", "paragraphs", "jsonl" (see `read_text_corpus`), "tsv" or "csv";
@@ -52,9 +52,9 @@ def build_vocab(corpus_files, tokenizer_type="wordpiece", vocab_size=8000, out_d
     if num_texts == 0:
         raise InputError(f"no text found in {', '.join(map(str, paths))}")
     if tokenizer_type == "wordpiece":
-        tokenizer = WordPieceTokenizer.train(dataset, vocab_size, lowercase=lowercase)
+        tokenizer = WordPieceTokenizer.train(dataset, vocabulary_size, lowercase=lowercase)
     else:
-        tokenizer = SentencePieceTokenizer.train(dataset, vocab_size, model_type=model_type)
+        tokenizer = SentencePieceTokenizer.train(dataset, vocabulary_size, model_type=model_type)
     if out_dir is not None:
         tokenizer.save(out_dir)
     return tokenizer

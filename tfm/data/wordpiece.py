@@ -52,27 +52,27 @@ class WordPieceTokenizer(Tokenizer):
         )
 
     @classmethod
-    def train(cls, texts_or_dataset, vocab_size, lowercase=True, reserved_tokens=RESERVED_TOKENS,
+    def train(cls, texts_or_dataset, vocabulary_size, lowercase=True, reserved_tokens=RESERVED_TOKENS,
               max_unique_chars=None, slack_ratio=0.05):
-        """Learn a vocabulary of `vocab_size` tokens.
+        """Learn a vocabulary of `vocabulary_size` tokens.
 
         Words are counted with tf-text's BERT basic tokenizer (the same normalization and splitting the
         tokenizer applies) and pieces learned with tf-text's WordPiece learner. When the corpus has more
         pieces seen twice or more than fit, the count threshold is searched until the vocabulary is within
-        `slack_ratio` below `vocab_size`; where neighbouring integer thresholds jump over that band, the next
-        most frequent pieces of the lower threshold fill it up to `vocab_size`. A corpus with too little text gives fewer tokens, and an
-        alphabet (`max_unique_chars`) too large for `vocab_size` more; both warn, naming the two sizes.
+        `slack_ratio` below `vocabulary_size`; where neighbouring integer thresholds jump over that band, the next
+        most frequent pieces of the lower threshold fill it up to `vocabulary_size`. A corpus with too little text gives fewer tokens, and an
+        alphabet (`max_unique_chars`) too large for `vocabulary_size` more; both warn, naming the two sizes.
         `##` + a CJK ideograph is never learned: BERT splits ideographs into one-character words, so
         such a piece could never be used and would only take a slot.
 
         Args:
             texts_or_dataset: list of str, or a tf.data.Dataset of tf.string scalars or batches.
-            vocab_size: int, target size including the reserved tokens.
+            vocabulary_size: int, target size including the reserved tokens.
             lowercase: bool, train an uncased vocabulary.
             reserved_tokens: tokens placed first, in order (default `[PAD] [UNK] [CLS] [SEP] [MASK]`).
-            max_unique_chars: int alphabet size (rarer characters become [UNK]); default `vocab_size // 2`
+            max_unique_chars: int alphabet size (rarer characters become [UNK]); default `vocabulary_size // 2`
                 (at least 1000), so Chinese keeps its characters (the learner's own default is 1000).
-            slack_ratio: float, how far below `vocab_size` the vocabulary may end (a search that cannot
+            slack_ratio: float, how far below `vocabulary_size` the vocabulary may end (a search that cannot
                 stop inside this band fills it with the next most frequent pieces).
         """
         if isinstance(texts_or_dataset, tf.data.Dataset):
@@ -85,14 +85,14 @@ class WordPieceTokenizer(Tokenizer):
             dataset = dataset.batch(1024)
         splitter = bert_tokenizer.BasicTokenizer(lower_case=lowercase)
         counts = learner.count_words(dataset.map(splitter.tokenize, tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
-        max_unique_chars = max_unique_chars or max(1000, vocab_size // 2)
-        vocab = _learn(counts, vocab_size, list(reserved_tokens), max_unique_chars, slack_ratio)
-        if len(vocab) < (1 - slack_ratio) * vocab_size:
-            warnings.warn(f"WordPiece vocabulary reached {len(vocab)} of the requested {vocab_size} tokens: the "
+        max_unique_chars = max_unique_chars or max(1000, vocabulary_size // 2)
+        vocab = _learn(counts, vocabulary_size, list(reserved_tokens), max_unique_chars, slack_ratio)
+        if len(vocab) < (1 - slack_ratio) * vocabulary_size:
+            warnings.warn(f"WordPiece vocabulary reached {len(vocab)} of the requested {vocabulary_size} tokens: the "
                           f"corpus has no more pieces seen twice or more; train on more text or ask for fewer "
                           f"tokens", stacklevel=2)
-        elif len(vocab) > vocab_size:
-            warnings.warn(f"WordPiece vocabulary reached {len(vocab)} tokens, more than the requested {vocab_size}: "
+        elif len(vocab) > vocabulary_size:
+            warnings.warn(f"WordPiece vocabulary reached {len(vocab)} tokens, more than the requested {vocabulary_size}: "
                           f"its alphabet of up to {max_unique_chars} characters (max_unique_chars) does not fit; "
                           f"ask for more tokens or a smaller alphabet", stacklevel=2)
         return cls(vocab, lowercase=lowercase)
@@ -147,8 +147,8 @@ def _is_unusable(token):
     return token.startswith(SUFFIX) and len(token) == len(SUFFIX) + 1 and is_cjk(token[-1])
 
 
-def _learn(counts, vocab_size, reserved_tokens, max_unique_chars, slack_ratio, min_count=2):
-    """Vocabulary of the smallest count threshold that fits `vocab_size`, topped up to it.
+def _learn(counts, vocabulary_size, reserved_tokens, max_unique_chars, slack_ratio, min_count=2):
+    """Vocabulary of the smallest count threshold that fits `vocabulary_size`, topped up to it.
 
     tf-text's own search bisects from the most frequent word's count downwards (~log2(max count) full
     learning passes); thresholds that fit are usually small, so searching upwards from `min_count` (doubling,
@@ -158,7 +158,7 @@ def _learn(counts, vocab_size, reserved_tokens, max_unique_chars, slack_ratio, m
     neighbours, so the search stops within `slack_ratio` and the most frequent pieces of the next lower
     threshold's (too large) vocabulary fill the gap.
     """
-    params = learner.Params(None, min_count, 4, int(5e6), 50, max_unique_chars, vocab_size, slack_ratio, True,
+    params = learner.Params(None, min_count, 4, int(5e6), 50, max_unique_chars, vocabulary_size, slack_ratio, True,
                             SUFFIX, reserved_tokens)
     words = learner.get_input_words(list(counts.items()), reserved_tokens, params.max_token_length)
     allowed = learner.get_allowed_chars(words, max_unique_chars)
@@ -169,24 +169,24 @@ def _learn(counts, vocab_size, reserved_tokens, max_unique_chars, slack_ratio, m
         return [t for t in learner.learn_with_thresh(words, threshold, params) if not _is_unusable(t)]
 
     low, vocab = min_count, learn(min_count)
-    if len(vocab) <= vocab_size:
+    if len(vocab) <= vocabulary_size:
         return vocab  # the corpus has no more pieces seen `min_count` times
     high, larger = low, vocab
-    while len(vocab) > vocab_size and high <= max_count:  # double until a threshold fits
+    while len(vocab) > vocabulary_size and high <= max_count:  # double until a threshold fits
         low, larger = high, vocab
         high = min(2 * high, max_count + 1)
         vocab = learn(high)
-    if len(vocab) > vocab_size:
+    if len(vocab) > vocabulary_size:
         return vocab  # even the alphabet alone does not fit
-    while high - low > 1 and len(vocab) < (1 - slack_ratio) * vocab_size:
+    while high - low > 1 and len(vocab) < (1 - slack_ratio) * vocabulary_size:
         mid = (low + high) // 2
         candidate = learn(mid)
-        if len(candidate) <= vocab_size:
+        if len(candidate) <= vocabulary_size:
             high, vocab = mid, candidate
         else:
             low, larger = mid, candidate
-    if len(vocab) >= (1 - slack_ratio) * vocab_size:
+    if len(vocab) >= (1 - slack_ratio) * vocabulary_size:
         return vocab  # within the slack: left as the threshold gives it (vocabularies stay reproducible)
     # `larger` lists its learned pieces by count, most frequent first; every one keeps the vocabulary valid.
     present = set(vocab)
-    return vocab + [t for t in larger if t not in present][:vocab_size - len(vocab)]
+    return vocab + [t for t in larger if t not in present][:vocabulary_size - len(vocab)]

@@ -5,55 +5,48 @@ import sys
 
 from tfm.errors import InputError
 
-# Export options each task accepts (`--top-k` means fill-mask candidates here, sampling in predict).
-TASK_OPTIONS = {
-    "text_classifier": (),
-    "token_classifier": (),
-    "multiple_choice": (),
-    "masked_lm": ("top_k",),
-    "causal_lm": ("max_new_tokens",),
-    "span_qa": ("doc_stride", "max_query_length", "max_answer_length", "max_windows", "allow_no_answer"),
-}
-
-
 def export_run(run_dir, export_dir, format="saved_model", version=None, **options):
     """Export the latest checkpoint of a training run dir (what `tfm export` does).
 
     Args:
-        run_dir: a run dir written by `tfm train` (read with `tfm.training.experiment.load_run`).
+        run_dir: a run dir written by `tfm train` (read with `tfm.training.load_run`).
         export_dir: output directory (SavedModel versions, or the .tflite file).
         format: "saved_model" or "tflite" (TextClassifier with WordPiece only).
         version: optional int SavedModel version.
-        **options: task options (None = default); those the run's task does not take are ignored.
+        **options: task options (None = default); those the run's task does not take are ignored (the
+            task's recipe lists them: `tfm.recipes.get_recipe(name).export_options`).
 
     Returns:
         Path of the written version directory or .tflite file.
     """
     from tfm.export.saved_model import export_saved_model
     from tfm.export.tflite import export_tflite
-    from tfm.training.experiment import load_run
+    from tfm.recipes import get_recipe
+    from tfm.training.run_dir import load_run
 
     run = load_run(run_dir)
-    task_name, sequence_length = run.config.task.name, run.config.data.sequence_length
+    recipe, sequence_length = get_recipe(run.config.task.name), run.config.data.sequence_length
+    task_options = recipe.export_kwargs(run.config, options)
     if format == "tflite":
-        if task_name != "text_classifier":
-            raise InputError(f"--format tflite supports text_classifier runs only, this run is {task_name}")
-        if run.config.data.text_pair_column is not None:
+        if not recipe.tflite:
+            raise InputError(f"--format tflite supports text_classifier runs only, this run is {recipe.name}")
+        if task_options.get("text_pair"):
             raise InputError("--format tflite supports single-text classifiers only; this run uses text pairs")
         return export_tflite(run.task, run.tokenizer, export_dir, sequence_length, run.label_names)
-    task_options = {k: v for k, v in options.items() if k in TASK_OPTIONS[task_name] and v is not None}
-    if task_name == "text_classifier":
-        task_options["text_pair"] = run.config.data.text_pair_column is not None
-    if task_name == "causal_lm":
-        task_options.setdefault("max_new_tokens", min(64, sequence_length // 2))
     return export_saved_model(run.task, run.tokenizer, export_dir, sequence_length, label_names=run.label_names,
-                              version=version, **task_options)
+                              version=version, recipe=recipe, **task_options)
 
 
 def export_command(args):
     """`tfm export RUN_DIR EXPORT_DIR [options]`."""
     try:
-        path = export_run(args.run_dir, args.export_dir, args.format, args.version, top_k=args.top_k,
+        num_candidates = args.num_candidates
+        if args.top_k is not None:
+            print("tfm export: --top-k is deprecated, use --num-candidates (--top-k is sampling in tfm predict)",
+                  file=sys.stderr)
+            num_candidates = args.top_k if num_candidates is None else num_candidates
+        path = export_run(args.run_dir, args.export_dir, args.format, args.version, num_candidates=num_candidates,
+                          num_beams=args.num_beams,
                           max_new_tokens=args.max_new_tokens, doc_stride=args.doc_stride,
                           max_query_length=args.max_query_length, max_answer_length=args.max_answer_length,
                           max_windows=args.max_windows, allow_no_answer=args.allow_no_answer or None)

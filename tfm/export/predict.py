@@ -141,28 +141,17 @@ def _row(outputs, i):
 
 
 def format_prediction(task, row, signature="serving_default"):
-    """One human-readable line for a prediction dict of `Predictor.predict`."""
+    """One human-readable line for a prediction dict of `Predictor.predict` (the task recipe's format).
+
+    Args:
+        task: str, the export's task name (`Predictor.task`).
+        row: dict, one prediction.
+        signature: str; `embed` rows print their vector.
+    """
+    from tfm.recipes import RECIPES, get_recipe
+
     if signature == "embed":
         return " ".join(f"{v:.4f}" for v in row["embedding"])
-    if task == "text_classifier":
-        if "predictions" in row:
-            return " ".join(f"{v:.4f}" for v in row["predictions"])
-        return f"{row['label_name']}\t{max(row['probabilities']):.4f}"
-    if task == "token_classifier":
-        entities = [f"{t} [{k} {s}:{e} {p:.2f}]" for t, k, s, e, p in
-                    zip(row["entity_text"], row["entity_type"], row["entity_start"], row["entity_end"],
-                        row["entity_score"])]
-        return "; ".join(entities) or "(no entities)"
-    if task == "span_qa":
-        if row["start"] < 0:
-            return f"(no answer)\t{row['score']:.4f}"
-        return f"{row['answer']}\t{row['score']:.4f}\t{row['start']}:{row['end']}"
-    if task == "masked_lm":
-        masks = [", ".join(f"{t} {s:.3f}" for t, s in zip(tokens, scores))
-                 for tokens, scores in zip(row["tokens"], row["scores"])]
-        return " | ".join(masks) or "(no mask token)"
-    if task == "causal_lm":
-        return row["text"]
-    if task == "multiple_choice":
-        return f"{row['choice']}\t{max(row['probabilities']):.4f}"
-    return json.dumps(row, ensure_ascii=False)
+    if task not in RECIPES:
+        return json.dumps(row, ensure_ascii=False)
+    return get_recipe(task).format_prediction(row)

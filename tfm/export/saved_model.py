@@ -9,18 +9,14 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfm.export.entities import TokenClassifierModule
-from tfm.export.generation import CausalLMModule
-from tfm.export.serving import MaskedLMModule, MultipleChoiceModule, TextClassifierModule
-from tfm.export.span_qa import SpanQAModule
 from tfm.export.text_ops import GraphTokenizer
 
 METADATA_FILE = "tfm_export.json"
 FORMAT_VERSION = 1
 
 
-def serving_module(task, tokenizer, asset_dir, sequence_length, label_names=None, **options):
-    """The serving module for `task`'s class (see `tfm.export.serving` and friends).
+def serving_module(task, tokenizer, asset_dir, sequence_length, label_names=None, recipe=None, **options):
+    """The serving module of `task`, from its recipe (default: `tfm.recipes.recipe_for_model(task)`).
 
     Args:
         task: a `tfm.tasks` model.
@@ -28,25 +24,14 @@ def serving_module(task, tokenizer, asset_dir, sequence_length, label_names=None
         asset_dir: scratch directory for asset files (must live until the SavedModel is written).
         sequence_length: int.
         label_names: list of str (classifier / tagger).
-        **options: task options, e.g. `text_pair`, `top_k`, `doc_stride`, `max_new_tokens`.
+        recipe: optional `tfm.recipes` recipe (a run's own, when several tasks share a model class).
+        **options: task options, e.g. `text_pair`, `num_candidates`, `doc_stride`, `max_new_tokens`.
     """
-    from tfm import tasks
+    from tfm.recipes import recipe_for_model
 
-    graph_tokenizer = GraphTokenizer(tokenizer, asset_dir)
-    args = (task, graph_tokenizer, sequence_length)
-    if isinstance(task, tasks.TextClassifier):
-        return TextClassifierModule(*args, label_names=label_names, **options)
-    if isinstance(task, tasks.TokenClassifier):
-        return TokenClassifierModule(*args, label_names=label_names, **options)
-    if isinstance(task, tasks.SpanQA):
-        return SpanQAModule(*args, **options)
-    if isinstance(task, tasks.MaskedLM):
-        return MaskedLMModule(*args, **options)
-    if isinstance(task, tasks.CausalLM):
-        return CausalLMModule(*args, **options)
-    if isinstance(task, tasks.MultipleChoice):
-        return MultipleChoiceModule(*args, **options)
-    raise TypeError(f"no serving signatures for {type(task).__name__}")
+    recipe = recipe or recipe_for_model(task)
+    return recipe.serving_module(task, GraphTokenizer(tokenizer, asset_dir), sequence_length,
+                                 label_names=label_names, **options)
 
 
 def next_version(export_dir):
@@ -66,7 +51,8 @@ def latest_version_dir(export_dir):
     return max(versions, key=lambda p: int(p.name))
 
 
-def export_saved_model(task, tokenizer, path, sequence_length=128, label_names=None, version=None, **options):
+def export_saved_model(task, tokenizer, path, sequence_length=128, label_names=None, version=None, recipe=None,
+                       **options):
     """Export `task` with `tokenizer` in the graph as `path/<version>/` (tag `serve`).
 
     The SavedModel's `serving_default` signature takes raw strings (see the task's serving module for
@@ -81,9 +67,11 @@ def export_saved_model(task, tokenizer, path, sequence_length=128, label_names=N
         sequence_length: int, model window (the training `data.sequence_length`).
         label_names: list of str, class / tag names (required for TokenClassifier).
         version: int; default one more than the largest existing version (1 for a new directory).
-        **options: task options: `text_pair` (TextClassifier), `top_k` (MaskedLM), `doc_stride`,
+        recipe: optional task recipe; default the one of `task`'s class. Its name is the export's `task`
+            (which `tfm predict` formats by).
+        **options: task options: `text_pair` (TextClassifier), `num_candidates` (MaskedLM), `doc_stride`,
             `max_query_length`, `max_answer_length`, `max_windows`, `allow_no_answer`,
-            `no_answer_threshold` (SpanQA), `max_new_tokens` (CausalLM).
+            `no_answer_threshold` (SpanQA), `max_new_tokens`, `num_beams` (CausalLM).
 
     Returns:
         Path of the written version directory.
@@ -99,10 +87,13 @@ def export_saved_model(task, tokenizer, path, sequence_length=128, label_names=N
     if target.exists():
         raise FileExistsError(f"{target} exists; pass another version")
     with tempfile.TemporaryDirectory() as scratch:
+        from tfm.recipes import recipe_for_model
+
+        recipe = recipe or recipe_for_model(task)
         module = serving_module(task, tokenizer, os.path.join(scratch, "assets"), sequence_length,
-                                label_names=label_names, **options)
-        metadata = {**module.metadata(), "format_version": FORMAT_VERSION, "tokenizer": tokenizer.kind,
-                    "signatures": {}}
+                                label_names=label_names, recipe=recipe, **options)
+        metadata = {**module.metadata(), "task": recipe.name, "format_version": FORMAT_VERSION,
+                    "tokenizer": tokenizer.kind, "signatures": {}}
         signatures = module.signatures()
         for name, function in signatures.items():
             specs = function.structured_input_signature[0]  # positional specs, named after the arguments

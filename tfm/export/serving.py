@@ -109,7 +109,7 @@ class TextClassifierModule(EncoderModule):
 
 
 class MaskedLMModule(EncoderModule):
-    """Fill-mask: `text` with one or more literal mask tokens ("[MASK]") -> the `top_k` tokens at each.
+    """Fill-mask: `text` with one or more literal mask tokens ("[MASK]") -> the `num_candidates` best tokens at each.
 
     Outputs, with M = the most masks of any row in the batch (at least 1): `tokens` string `(B, M, k)`,
     `token_ids` int32 `(B, M, k)` (-1 in unused slots), `scores` float32 `(B, M, k)` softmax
@@ -117,16 +117,17 @@ class MaskedLMModule(EncoderModule):
     are not counted.
 
     Args:
-        top_k: int, candidates per mask.
+        num_candidates: int, candidates per mask (`top_k` of Hugging Face's fill-mask pipeline; named apart
+            from the sampling `top_k` of generation).
     """
 
     task_name = "masked_lm"
 
-    def __init__(self, task, tokenizer, sequence_length, top_k=5):
+    def __init__(self, task, tokenizer, sequence_length, num_candidates=5):
         super().__init__(task, tokenizer, sequence_length)
         if tokenizer.mask_id is None:
             raise ValueError("the tokenizer has no mask token; a fill-mask export needs one")
-        self.top_k = min(int(top_k), task.backbone.vocabulary_size)
+        self.num_candidates = min(int(num_candidates), task.backbone.vocabulary_size)
 
     def fill_mask(self, text):
         ids = self.tokenizer.tokenize_with_masks(clean_text(text))
@@ -140,7 +141,7 @@ class MaskedLMModule(EncoderModule):
         logits = self.model({**x, "mask_positions": mask_positions}, training=False)  # (B, M, V)
         if isinstance(logits, dict):  # MaskedLM(next_sentence=True) also returns NSP logits
             logits = logits["mask_ids"]
-        scores, token_ids = tf.math.top_k(tf.nn.softmax(tf.cast(logits, tf.float32)), k=self.top_k)
+        scores, token_ids = tf.math.top_k(tf.nn.softmax(tf.cast(logits, tf.float32)), k=self.num_candidates)
         used = (tf.range(width)[None, :] < num_masks[:, None])[..., None]  # (B, M, 1)
         token_ids = tf.where(used, token_ids, -1)
         return {"tokens": self.tokenizer.id_to_token(token_ids), "token_ids": token_ids,
@@ -152,7 +153,7 @@ class MaskedLMModule(EncoderModule):
 
     def metadata(self):
         return {**super().metadata(), "inputs": ["text"], "mask_token": self.tokenizer.mask_token,
-                "top_k": self.top_k}
+                "num_candidates": self.num_candidates}
 
 
 class MultipleChoiceModule(EncoderModule):

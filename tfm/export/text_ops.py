@@ -86,7 +86,7 @@ class GraphTokenizer(tf.Module):
         self.kind = tokenizer.kind
         self.tf_tokenizer = tokenizer.tf_tokenizer
         self.cls_id, self.sep_id, self.pad_id = tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id
-        self.mask_id, self.end_id = tokenizer.mask_id, tokenizer.end_token_id
+        self.mask_id, self.end_token_id = tokenizer.mask_id, tokenizer.end_token_id
         self.mask_token = None if self.mask_id is None else tokenizer.id_to_token(self.mask_id)
         # The tokenizer's own files travel in the export's assets/, so the export says how it tokenizes
         # (the tf-text ops themselves hold their models as graph constants).

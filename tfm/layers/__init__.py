@@ -2,11 +2,13 @@
 
 from tfm.layers.activations import get_activation
 from tfm.layers.attention import MultiHeadAttention, causal_attention_mask, padding_attention_mask
+from tfm.layers.dropout import HashDropout
 from tfm.layers.embeddings import PositionEmbedding, TokenEmbedding
 from tfm.layers.heads import MaskedLMHead
 from tfm.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 
 __all__ = [
+    "HashDropout",
     "MaskedLMHead",
     "MultiHeadAttention",
     "PositionEmbedding",

@@ -3,7 +3,8 @@
 import keras
 
 from tfm.layers.activations import get_activation
-from tfm.layers.attention import HashDropout, MultiHeadAttention, causal_attention_mask, padding_attention_mask
+from tfm.layers.attention import MultiHeadAttention, causal_attention_mask, padding_attention_mask
+from tfm.layers.dropout import HashDropout
 from tfm.layers.dense import Dense
 from keras import ops
 
@@ -93,7 +94,7 @@ class TransformerEncoderBlock(_TransformerBlock):
 
     Example:
     >>> block = TransformerEncoderBlock(num_heads=2, hidden_dim=8, intermediate_dim=16)
-    >>> block(keras.ops.ones((1, 3, 8)), padding_mask=keras.ops.ones((1, 3))).shape
+    >>> tuple(block(keras.ops.ones((1, 3, 8)), padding_mask=keras.ops.ones((1, 3))).shape)
     (1, 3, 8)
     """
 
@@ -122,7 +123,7 @@ class TransformerDecoderBlock(_TransformerBlock):
 
     Example:
     >>> block = TransformerDecoderBlock(num_heads=2, hidden_dim=8, intermediate_dim=16)
-    >>> block(keras.ops.ones((1, 3, 8))).shape
+    >>> tuple(block(keras.ops.ones((1, 3, 8))).shape)
     (1, 3, 8)
     """
 

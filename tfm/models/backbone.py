@@ -14,6 +14,7 @@ class Backbone(keras.Model):
 
     HYPERPARAMETERS = ()
     PRESETS = {}
+    KERAS_HUB_CLASS = None  # the KerasHub backbone class this one converts from (`from_preset(DIR)`)
 
     def get_config(self):
         # Not chained to keras.Model: a functional model's config is a layer graph, which the
@@ -45,14 +46,11 @@ class Backbone(keras.Model):
             **overrides: hyperparameters replacing the preset's (e.g. `vocabulary_size=8000`).
         """
         if os.path.isdir(preset):
-            from tfm.convert import load_keras_hub_preset
+            from tfm.convert.keras_hub_weights import backbone_from_keras_hub_preset
 
-            model = load_keras_hub_preset(preset)
-            if not isinstance(model, cls):
-                raise ValueError(f"Preset directory {preset} holds a {type(model).__name__}, not a {cls.__name__}.")
             if overrides:
                 raise ValueError(f"Overrides {sorted(overrides)} cannot be applied to pretrained weights in {preset}.")
-            return model
+            return backbone_from_keras_hub_preset(preset, cls)
         if preset not in cls.PRESETS:
             raise ValueError(
                 f"Unknown {cls.__name__} preset {preset!r}. Valid presets: {cls.presets()}, "

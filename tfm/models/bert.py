@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from tfm.layers import PositionEmbedding, TokenEmbedding, TransformerEncoderBlock
-from tfm.layers.attention import HashDropout
+from tfm.layers.dropout import HashDropout
 from tfm.models.backbone import Backbone
 
 # Turc et al. 2019 ("Well-Read Students Learn Better") for tiny..medium; Devlin et al. 2019 for base/large.
@@ -67,6 +67,7 @@ class BertBackbone(Backbone):
         "activation",
     )
     PRESETS = BERT_PRESETS
+    KERAS_HUB_CLASS = "BertBackbone"
 
     def __init__(
         self,

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from tfm.layers import PositionEmbedding, TokenEmbedding, TransformerDecoderBlock
-from tfm.layers.attention import HashDropout
+from tfm.layers.dropout import HashDropout
 from tfm.models.backbone import Backbone
 
 # (num_layers, num_heads, hidden_dim, max_sequence_length)
@@ -68,6 +68,7 @@ class GptBackbone(Backbone):
         "max_sequence_length",
     )
     PRESETS = GPT_PRESETS
+    KERAS_HUB_CLASS = "GPT2Backbone"
 
     def __init__(
         self,

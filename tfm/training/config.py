@@ -13,6 +13,7 @@ never numbers. :func:`save_config` writes the resolved config, :func:`load_confi
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -34,11 +35,40 @@ from tfm.training.config_core import (  # noqa: F401  (re-exported: the public c
 
 CONFIG_FILENAME = "config.yaml"
 
-TaskName = Literal["masked_lm", "causal_lm", "text_classifier", "token_classifier", "span_qa", "multiple_choice"]
+# Keys whose values are file paths (or lists of them). In a YAML file a relative path is relative to the
+# file's own directory; `output_dir` is not one of them: runs go where `tfm train` is started.
+PATH_KEYS = (("data", "train"), ("data", "eval"), ("data", "tokenizer", "path"), ("task", "init_checkpoint"))
+
+
+def _is_location(value):
+    """Whether a path value names something other than a local file: `tfds:NAME`, `hf://org/name`."""
+    return value.startswith("tfds:") or "://" in value
+
+
+def _map_paths(raw, fn):
+    """Applies `fn` to every relative local path under `PATH_KEYS` of a raw config mapping (and of its
+    `pretrain` section), in place."""
+    for section in (raw, raw.get("pretrain") if isinstance(raw, dict) else None):
+        for keys in PATH_KEYS if isinstance(section, dict) else ():
+            node = section
+            for key in keys[:-1]:
+                node = node.get(key) if isinstance(node, dict) else None
+            value = node.get(keys[-1]) if isinstance(node, dict) else None
+            change = lambda v: fn(v) if isinstance(v, str) and v and not _is_location(v) else v  # noqa: E731
+            if isinstance(value, list):
+                node[keys[-1]] = [change(v) for v in value]
+            elif value is not None:
+                node[keys[-1]] = change(value)
+    return raw
 
 
 def load_config(path, overrides=()):
     """Reads a YAML experiment config (or a run dir's ``config.yaml``) and applies overrides.
+
+    Relative data paths (``data.train``, ``data.eval``, ``data.tokenizer.path``, ``task.init_checkpoint``)
+    are relative to the YAML file's directory and come back absolute, so a config (and a run dir's
+    ``config.yaml``) works from any working directory; ``output_dir`` and ``--set`` values are relative to
+    the working directory.
 
     Args:
         path: str, a YAML file or a directory holding ``config.yaml``.
@@ -55,7 +85,9 @@ def load_config(path, overrides=()):
         path = os.path.join(path, CONFIG_FILENAME)
     try:
         with open(path, encoding="utf-8") as f:
-            cfg = from_dict(ExperimentConfig, yaml.safe_load(f))
+            raw = yaml.safe_load(f)
+        base = os.path.dirname(os.path.abspath(path))
+        cfg = from_dict(ExperimentConfig, _map_paths(raw, lambda p: os.path.normpath(os.path.join(base, p))))
     except OSError as error:
         raise ConfigError("", f"cannot read config: {error.strerror or error}", path) from None
     except yaml.YAMLError as error:
@@ -66,7 +98,9 @@ def load_config(path, overrides=()):
 
 
 def save_config(cfg, path):
-    """Writes ``cfg`` as YAML (atomically); :func:`load_config` reads it back to an equal config.
+    """Writes ``cfg`` as YAML (atomically); :func:`load_config` reads it back to an equal config (with
+    absolute data paths). Data paths are written relative to the file's directory, so the file can be
+    read from any working directory (and a run dir moved together with its data).
 
     Args:
         cfg: a config dataclass instance.
@@ -83,7 +117,9 @@ def save_config(cfg, path):
     if os.path.isdir(path) or not path.endswith((".yaml", ".yml")):
         path = os.path.join(path, CONFIG_FILENAME)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    base = os.path.dirname(os.path.abspath(path))
+    raw = _map_paths(to_dict(cfg), lambda p: os.path.relpath(os.path.abspath(p), base))
+    text = yaml.safe_dump(raw, sort_keys=False, default_flow_style=False, allow_unicode=True)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(f"# Resolved {type(cfg).__name__} (tfm.training.config.save_config)\n{text}")
@@ -95,12 +131,14 @@ def save_config(cfg, path):
 class TaskConfig(_Config):
     """What is trained: the task head and its options."""
 
-    name: TaskName = "masked_lm"
+    RENAMED_KEYS = {"version_2": "allow_no_answer"}
+
+    name: str = "masked_lm"  # a task of `tfm.recipes.RECIPES`
     num_classes: int = 2
     num_labels: Optional[int] = None
     label_names: Optional[list[str]] = None
     init_checkpoint: Optional[str] = None  # a run dir, a checkpoint path or a KerasHub preset dir
-    max_predictions: int = 20
+    max_predictions: Optional[int] = None  # masked_lm: default `tfm.data.default_max_predictions` (mean + 2 sd)
     mask_rate: float = 0.15
     whole_word_masking: bool = False
     tagging_scheme: Literal["IOB2", "IOBES"] = "IOB2"
@@ -110,19 +148,22 @@ class TaskConfig(_Config):
     doc_stride: int = 128  # span_qa: tokens between the starts of a long context's windows
     max_query_length: int = 64
     max_answer_length: int = 30
-    version_2: bool = False  # span_qa: SQuAD 2.0, questions may have no answer
+    allow_no_answer: bool = False  # span_qa: SQuAD 2.0, questions may have no answer
 
     def _validate(self):
-        _check(self, "num_classes max_predictions doc_stride max_query_length max_answer_length", *_POSITIVE)
+        from tfm.recipes import RECIPES
+
+        _require(self.name in RECIPES, "name", f"must be one of {list(RECIPES)}, got {self.name!r}")
+        _check(self, "num_classes doc_stride max_query_length max_answer_length", *_POSITIVE)
+        _check(self, "max_predictions", *_POSITIVE, optional=True)
         _check(self, "num_choices", *_POSITIVE, optional=True)
         _check(self, "num_labels lstm_units", *_POSITIVE, optional=True)
         _check(self, "mask_rate", lambda v: 0.0 < v < 1.0, "in (0, 1)")
         names = self.label_names
         if names is not None:
             _require(len(set(names)) == len(names) > 0, "label_names", f"must be unique and non-empty, got {names!r}")
-            classes = self.num_classes if self.name == "text_classifier" else None
-            for other, n in (("num_labels", self.num_labels), ("num_classes", classes)):
-                _require(n is None or n == len(names), "label_names", f"has {len(names)} names but {other} is {n}")
+            n = self.num_labels
+            _require(n is None or n == len(names), "label_names", f"has {len(names)} names but num_labels is {n}")
 
 
 @dataclass
@@ -161,15 +202,21 @@ class ModelConfig(_Config):
 
 @dataclass
 class TokenizerConfig(_Config):
-    """Tokenizer type; a vocab/model at ``path`` or one trained to ``vocab_size`` into the run dir."""
+    """Tokenizer type (a tokenizer class's `kind`); a vocab/model at ``path`` or one trained to
+    ``vocabulary_size`` into the run dir."""
 
-    type: Literal["wordpiece", "sentencepiece", "gpt2_bpe"] = "wordpiece"
-    vocab_size: int = 8000
+    RENAMED_KEYS = {"vocab_size": "vocabulary_size"}
+
+    type: Literal["wordpiece", "sentencepiece", "bpe", "gpt2_bpe"] = "wordpiece"  # gpt2_bpe: the old name of bpe
+    vocabulary_size: int = 8000
     lowercase: bool = True
     path: Optional[str] = None
 
     def _validate(self):
-        _check(self, "vocab_size", *_POSITIVE)
+        _check(self, "vocabulary_size", *_POSITIVE)
+        if self.type == "gpt2_bpe":
+            warnings.warn("data.tokenizer.type=gpt2_bpe is deprecated: it is now bpe", FutureWarning, stacklevel=2)
+            object.__setattr__(self, "type", "bpe")
 
 
 @dataclass
@@ -267,9 +314,6 @@ class TrainerConfig(_Config):
         return self.warmup_steps or int(round(self.warmup_ratio * self.steps))
 
 
-_FAMILY_OF_TASK = {"masked_lm": "bert", "causal_lm": "gpt"}
-
-
 @dataclass
 class ExperimentConfig(_Config):
     """One experiment: a run dir plus task, model, data and trainer sections."""
@@ -288,10 +332,9 @@ class ExperimentConfig(_Config):
         _require(self.output_dir.strip() != "", "output_dir", "must not be empty")
         if self.pretrain is not None:
             pretrain_config(self)  # raises ConfigError naming pretrain.<key>
-        family = _FAMILY_OF_TASK.get(self.task.name)
-        if family is not None:
-            _require(self.model.family == family, "model.family",
-                     f"must be {family!r} for task.name={self.task.name!r}, got {self.model.family!r}")
+        from tfm.recipes import get_recipe
+
+        get_recipe(self.task.name).validate_config(self)  # the task's own checks (model family, labels)
         max_len = self.model.max_sequence_length
         if max_len is not None:
             _require(self.data.sequence_length <= max_len, "data.sequence_length",

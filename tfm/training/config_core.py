@@ -10,6 +10,7 @@ import functools
 import math
 import types
 import typing
+import warnings
 from typing import Literal
 
 import yaml
@@ -127,6 +128,11 @@ def from_dict(cls, data, where=""):
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise _wrong(where, cls, data)
+    for old in [k for k in data if k in getattr(cls, "RENAMED_KEYS", {})]:  # an older config: the new name
+        new = _renamed(cls, old, where)
+        if new in data:
+            raise ConfigError(_join(where, old), f"is the old name of {_join(where, new)}; give only the new one")
+        data = {(new if k == old else k): v for k, v in data.items()}
     hints = _field_types(cls)
     unknown = [k for k in data if k not in hints]
     if unknown:
@@ -148,7 +154,7 @@ def to_dict(cfg):
 
     Example:
     >>> to_dict(TokenizerConfig())
-    {'type': 'wordpiece', 'vocab_size': 8000, 'lowercase': True, 'path': None}
+    {'type': 'wordpiece', 'vocabulary_size': 8000, 'lowercase': True, 'path': None}
     """
     return dataclasses.asdict(cfg)
 
@@ -176,9 +182,19 @@ def _options(tp):
     return typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
 
 
+def _renamed(cls, key, where):
+    """The current name of ``key`` in ``cls`` (its ``RENAMED_KEYS``), with a deprecation warning; else ``key``."""
+    new = getattr(cls, "RENAMED_KEYS", {}).get(key)
+    if new is None:
+        return key
+    warnings.warn(f"config key {_join(where, key)} is deprecated: it is now {_join(where, new)}", FutureWarning,
+                  stacklevel=4)
+    return new
+
+
 def _set_path(cls, data, path, value, raw, where=""):
     """Sets ``data[path...] = value`` after checking each step of ``path`` against ``cls``."""
-    key, rest = path[0], path[1:]
+    key, rest = _renamed(cls, path[0], where), path[1:]
     hints = _field_types(cls)
     if key not in hints:
         raise _unknown_key(cls, key, where)
@@ -210,6 +226,9 @@ def apply_overrides(cfg, overrides):
         cfg: a config dataclass instance, e.g. an :class:`ExperimentConfig`.
         overrides: iterable of str like ``"trainer.steps=2000"``.
 
+    The config is checked once all overrides are in, so overrides that only make sense together (a new
+    ``data.train`` and ``data.eval``) can be given one after the other.
+
     Raises:
         ConfigError: naming the override and its key (an unknown one with the valid keys at its level).
 
@@ -217,16 +236,24 @@ def apply_overrides(cfg, overrides):
     >>> apply_overrides(ExperimentConfig(), ["trainer.steps=2000"]).trainer.steps
     2000
     """
-    data = to_dict(cfg)
+    data, keys = to_dict(cfg), []
     for text in overrides:
         path, value = parse_override(text)
+        keys.append((".".join(path) if isinstance(path, (list, tuple)) else str(path), text))
         try:
             _set_path(type(cfg), data, path, value, text.partition("=")[2])
-            cfg = from_dict(type(cfg), data)
         except ConfigError as error:
             raise error.within(f"--set {text}") from None
-        data = to_dict(cfg)
-    return cfg
+    if not keys:
+        return cfg
+    try:
+        return from_dict(type(cfg), data)
+    except ConfigError as error:
+        # Name the last override of the failing key (or of a section holding it), else the last override.
+        culprit = next((text for key, text in reversed(keys)
+                        if error.key == key or error.key.startswith(key + ".") or key.startswith(error.key + ".")),
+                       keys[-1][1])
+        raise error.within(f"--set {culprit}") from None
 
 
 
@@ -252,7 +279,13 @@ def _check(cfg, names, ok, rule, optional=False):
 
 
 class _Config:
-    """Base of the schema dataclasses: checks field types, then ``_validate`` (cross-field values)."""
+    """Base of the schema dataclasses: checks field types, then ``_validate`` (cross-field values).
+
+    ``RENAMED_KEYS`` maps a section's old key names to the new ones: configs (and run dirs) that use an
+    old name still load, with a FutureWarning naming the new key.
+    """
+
+    RENAMED_KEYS = {}
 
     def __post_init__(self):
         for name, tp in _field_types(type(self)).items():

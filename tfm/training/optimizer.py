@@ -21,8 +21,8 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     Example:
     >>> sched = WarmupDecay(1e-3, total_steps=100, warmup_steps=10)
-    >>> float(sched(5)), float(sched(10)), float(sched(100))
-    (0.0005, 0.001, 0.0)
+    >>> [round(float(sched(step)), 6) for step in (5, 10, 100)]
+    [0.0005, 0.001, 0.0]
     """
 
     def __init__(self, peak, total_steps, warmup_steps=0, decay="linear", end=0.0):

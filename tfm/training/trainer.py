@@ -356,7 +356,7 @@ class Trainer:
 
     def _train_loop(self):
         c = self.config
-        progress = keras.utils.Progbar(c.steps, stateful_metrics=["loss", "tokens/s"]) if self.verbose else None
+        progress = keras.utils.Progbar(c.steps, stateful_metrics=["loss", "tokens_per_second"]) if self.verbose else None
         window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0.0, time.perf_counter()
         metrics, bad_in_a_row = {}, 0
         while int(self.step.numpy()) < c.steps:
@@ -371,17 +371,17 @@ class Trainer:
                 self._check_bad_step(step, loss, grad_norm, bad_in_a_row)
             if step % c.log_every == 0 or step == c.steps:
                 scalars = {"learning_rate": self.learning_rate(), "grad_norm": grad_norm,
-                           "tokens_per_sec": window_tokens / (time.perf_counter() - window_start)}
+                           "tokens_per_second": window_tokens / (time.perf_counter() - window_start)}
                 if window_steps:  # a window of skipped steps only has no loss
                     scalars["loss"] = window_loss / window_steps
                 if c.skip_nonfinite_steps:
                     scalars["skipped_steps"] = int(self.skipped_steps.numpy())
                 if self.flops_per_token and c.peak_flops:
-                    scalars["mfu"] = scalars["tokens_per_sec"] * self.flops_per_token / c.peak_flops
+                    scalars["mfu"] = scalars["tokens_per_second"] * self.flops_per_token / c.peak_flops
                 self._log("train", scalars, step)
                 if progress is not None:
                     progress.update(step, [("loss", scalars.get("loss", float("nan"))),
-                                           ("tokens/s", scalars["tokens_per_sec"])])
+                                           ("tokens_per_second", scalars["tokens_per_second"])])
                 window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0.0, time.perf_counter()
             if step % c.eval_every == 0 or step == c.steps:
                 metrics = self._eval_metrics(step)

@@ -1,0 +1,128 @@
+"""The quickstart corpus (English sentences from the vaderSentiment sdist on PyPI) and `data.prepare`.
+
+A config with `data.prepare: quickstart_corpus` gets its train/eval files written here when missing, so
+`tfm train configs/gpt_tiny_clm.yaml` works on a fresh clone.
+"""
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from tfm.errors import InputError
+
+VADER_SDIST = "vaderSentiment==3.3.2"
+INNER_ARCHIVE = "additional_resources/hutto_ICWSM_2014.tar.gz"
+CORPUS_FILES = (
+    "movieReviewSnippets_GroundTruth.txt",
+    "tweets_GroundTruth.txt",
+    "nytEditorialSnippets_GroundTruth.txt",
+    "amazonReviewSnippets_GroundTruth.txt",
+)
+EVAL_SENTENCES = 1000  # held out from the movie snippets (every 10th), never trained on
+SDIST_ENV = "TFM_QUICKSTART_SDIST"  # a local vaderSentiment-3.3.2.tar.gz, used instead of `pip download`
+
+
+def sentences_from_sdist(sdist_path):
+    """`{file name: [sentences]}` from the vaderSentiment sdist (`id<TAB>rating<TAB>text` lines, CRLF).
+
+    Args:
+        sdist_path: path of `vaderSentiment-3.3.2.tar.gz`.
+    """
+    try:
+        with tarfile.open(sdist_path) as outer:
+            member = next((m for m in outer.getmembers() if m.name.endswith(INNER_ARCHIVE)), None)
+            if member is None:
+                raise InputError(f"{sdist_path}: no {INNER_ARCHIVE} inside")
+            inner_bytes = outer.extractfile(member).read()
+    except (OSError, tarfile.TarError) as error:
+        raise InputError(f"{sdist_path}: cannot read the vaderSentiment sdist: {error}") from None
+    corpus = {}
+    with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
+        for m in inner.getmembers():
+            name = os.path.basename(m.name)
+            if name not in CORPUS_FILES:
+                continue
+            lines = inner.extractfile(m).read().decode("utf-8").splitlines()
+            sentences = []
+            for number, line in enumerate(lines, 1):
+                parts = line.split("\t")
+                if len(parts) != 3 or not parts[2].strip():
+                    raise InputError(f"{sdist_path}:{m.name}:{number}: expected 'id<TAB>rating<TAB>text', "
+                                     f"got {line[:80]!r}")
+                sentences.append(parts[2].strip())
+            corpus[name] = sentences
+    missing = set(CORPUS_FILES) - set(corpus)
+    if missing:
+        raise InputError(f"{sdist_path}: missing {sorted(missing)}")
+    return corpus
+
+
+def write_corpus(corpus, directory):
+    """Writes `train.txt` and `eval.txt` (one sentence a line); returns their paths and line counts."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    train, evaluation = [], []
+    for name in CORPUS_FILES:
+        for i, sentence in enumerate(corpus[name]):
+            held_out = name == CORPUS_FILES[0] and i % 10 == 0 and len(evaluation) < EVAL_SENTENCES
+            (evaluation if held_out else train).append(sentence)
+    # eval.txt last and each file renamed into place: a reader that sees both sees them whole.
+    for name, lines in (("train.txt", train), ("eval.txt", evaluation)):
+        tmp = directory / f".{name}.tmp{os.getpid()}"
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        os.replace(tmp, directory / name)
+    return {"train": (str(directory / "train.txt"), len(train)), "eval": (str(directory / "eval.txt"), len(evaluation))}
+
+
+def fetch_corpus(directory):
+    """Writes the corpus into `directory` (once) from `$TFM_QUICKSTART_SDIST` or an sdist `pip download`s.
+
+    Raises:
+        InputError: the download failed or the sdist is unreadable (one line saying what to do).
+    """
+    directory = Path(directory)
+    if (directory / "train.txt").exists() and (directory / "eval.txt").exists():
+        return {"train": (str(directory / "train.txt"), None), "eval": (str(directory / "eval.txt"), None)}
+    local = os.environ.get(SDIST_ENV)
+    if local:
+        if not Path(local).is_file():
+            raise InputError(f"{SDIST_ENV}={local}: no such file (it should be a vaderSentiment-3.3.2.tar.gz)")
+        return write_corpus(sentences_from_sdist(local), directory)
+    with tempfile.TemporaryDirectory() as tmp:
+        return write_corpus(sentences_from_sdist(download_sdist(tmp)), directory)
+
+
+def download_sdist(directory):
+    """`pip download`s the vaderSentiment sdist into `directory`; returns its path.
+
+    Raises:
+        InputError: pip failed (no network, no PyPI access): names the command, pip's last error line, and
+            the two ways out (reach PyPI, or set `TFM_QUICKSTART_SDIST`).
+    """
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+               VADER_SDIST, "-d", str(directory)]
+    print(f"fetching the quickstart corpus: pip download {VADER_SDIST} (from PyPI)", flush=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    sdist = next(Path(directory).glob("vaderSentiment-*.tar.gz"), None)
+    if result.returncode != 0 or sdist is None:
+        lines = [line.strip() for line in (result.stderr or result.stdout or "").splitlines() if line.strip()]
+        why = lines[-1] if lines else f"exit status {result.returncode}"
+        raise InputError(f"'pip download {VADER_SDIST}' failed ({why}); check that this machine reaches PyPI "
+                         f"(behind a proxy set HTTPS_PROXY, or PIP_INDEX_URL for a mirror), or download "
+                         f"vaderSentiment-3.3.2.tar.gz elsewhere and set {SDIST_ENV}=/path/to/it")
+    return sdist
+
+
+def prepare_data(data):
+    """Writes the files a `data.prepare` key asks for when they are missing (called by `run_experiment`).
+
+    Args:
+        data: DataConfig; `prepare: quickstart_corpus` fetches the corpus into its `train` file's directory
+            (the config checks that `train`/`eval` are that directory's `train.txt`/`eval.txt`).
+    """
+    if data.prepare == "quickstart_corpus":
+        fetch_corpus(Path(data.train[0]).parent)

@@ -1,0 +1,169 @@
+"""A run dir, the unit of work: its file names, building its task model, loading it back.
+
+`tfm train` writes `config.yaml` (exactly what ran), `tokenizer/`, `labels.json` (label names, number of
+choices), `checkpoints/` and TensorBoard events; `load_run` rebuilds the task from those and restores the
+latest checkpoint. `task.init_checkpoint` (a run dir, a checkpoint in one, or a KerasHub preset dir) is
+resolved here too, since starting from a run is loading one.
+"""
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+from tfm import data as tfm_data
+from tfm.errors import InputError
+from tfm.recipes import get_recipe
+from tfm.training.checkpoints import CHECKPOINT_DIR, checkpoint_readable
+from tfm.training.config import CONFIG_FILENAME, load_config
+
+TOKENIZER_DIR = "tokenizer"
+LABELS_FILENAME = "labels.json"
+RUN_INFO_FILENAME = "run_info.json"
+
+
+def build_backbone(cfg, vocabulary_size):
+    """The backbone named by `model.preset` (or its family's smallest preset) with the set overrides."""
+    from tfm.models import BertBackbone, GptBackbone
+
+    cls = BertBackbone if cfg.model.family == "bert" else GptBackbone
+    preset = cfg.model.preset or ("bert_tiny" if cfg.model.family == "bert" else "gpt2_small")
+    overrides = dict(cfg.model.backbone_kwargs())
+    overrides["vocabulary_size"] = vocabulary_size
+    if cls is GptBackbone:
+        overrides.pop("num_segments", None)
+    return cls.from_preset(preset, **overrides)
+
+
+def init_source(cfg):
+    """`(kind, path)` of `task.init_checkpoint`: ("run", run dir), ("keras_hub", preset dir) or (None, None)."""
+    src = cfg.task.init_checkpoint
+    if not src:
+        return None, None
+    if os.path.isfile(os.path.join(src, CONFIG_FILENAME)):
+        return "run", src
+    if os.path.isfile(os.path.join(src, "config.json")):
+        return "keras_hub", src
+    if os.path.basename(os.path.dirname(os.path.normpath(src))) == CHECKPOINT_DIR:  # run/checkpoints/ckpt-N
+        return "run", os.path.dirname(os.path.dirname(os.path.normpath(src)))
+    raise FileNotFoundError(f"task.init_checkpoint={src!r} is not a tfm run dir (with {CONFIG_FILENAME}), a "
+                            f"checkpoint in one (RUN/{CHECKPOINT_DIR}/ckpt-N) or a KerasHub preset dir (with config.json)")
+
+
+def init_tokenizer(cfg):
+    """The tokenizer that comes with `task.init_checkpoint`, or None."""
+    kind, path = init_source(cfg)
+    if kind == "run":
+        return tfm_data.load_tokenizer(os.path.join(path, TOKENIZER_DIR))
+    if kind == "keras_hub":
+        vocab = os.path.join(path, "assets", "tokenizer", "vocabulary.txt")
+        if not os.path.isfile(vocab):
+            raise FileNotFoundError(f"task.init_checkpoint={path!r}: no assets/tokenizer/vocabulary.txt")
+        lowercase = True
+        config_file = os.path.join(path, "tokenizer.json")
+        if os.path.isfile(config_file):
+            with open(config_file) as f:
+                lowercase = json.load(f).get("config", {}).get("lowercase", True)
+        return tfm_data.WordPieceTokenizer(vocab, lowercase=lowercase)
+    return None
+
+
+def initial_backbone(cfg, tokenizer):
+    """A fresh backbone, or the trained one of `task.init_checkpoint` (its own architecture)."""
+    kind, path = init_source(cfg)
+    if kind is None:
+        return build_backbone(cfg, tokenizer.vocabulary_size)
+    if kind == "keras_hub":
+        from tfm.models import BertBackbone
+
+        backbone = BertBackbone.from_preset(path)
+    else:
+        run = load_run(path, checkpoint=cfg.task.init_checkpoint if path != cfg.task.init_checkpoint else None)
+        backbone = run.task.backbone
+    if backbone.vocabulary_size != tokenizer.vocabulary_size:
+        raise InputError(f"task.init_checkpoint={cfg.task.init_checkpoint!r} has a vocabulary of "
+                         f"{backbone.vocabulary_size} tokens but the tokenizer has {tokenizer.vocabulary_size}; "
+                         f"leave data.tokenizer.path unset to use the checkpoint's tokenizer")
+    dropout = cfg.model.dropout
+    if dropout is not None and dropout != backbone.dropout:  # this stage's dropout, on the pretrained weights
+        rebuilt = type(backbone).from_config({**backbone.get_config(), "dropout": dropout})
+        rebuilt.set_weights(backbone.get_weights())
+        backbone = rebuilt
+    return backbone
+
+
+def build_task(cfg, tokenizer, label_names=None, num_choices=None, initialize=True):
+    """The task model of `task.name` (its recipe's `build`): a new head on a fresh or `init_checkpoint` backbone.
+
+    Args:
+        cfg: ExperimentConfig. tokenizer: the run's Tokenizer.
+        label_names: list of str, the classes / tags (classifiers).
+        num_choices: int (multiple choice), when not in the config.
+        initialize: bool, load `task.init_checkpoint` (False when a run's own checkpoint follows).
+    """
+    backbone = initial_backbone(cfg, tokenizer) if initialize else build_backbone(cfg, tokenizer.vocabulary_size)
+    return get_recipe(cfg.task.name).build(cfg, backbone, label_names=label_names, num_choices=num_choices)
+
+
+def write_labels(run_dir, meta):
+    with open(os.path.join(run_dir, LABELS_FILENAME), "w", encoding="utf-8") as f:
+        json.dump({"label_names": meta.get("label_names"), "num_choices": meta.get("num_choices")}, f,
+                  ensure_ascii=False)
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained run dir, loaded: `task` (restored), `tokenizer`, `config`, `label_names`, `checkpoint`."""
+
+    task: object
+    tokenizer: object
+    config: object
+    label_names: list
+    checkpoint: str
+
+
+def load_run(run_dir, checkpoint=None):
+    """Rebuilds a run dir's task model and restores its latest checkpoint (or `checkpoint`).
+
+    Works from any working directory: the paths in the run's config.yaml are resolved against the run dir.
+
+    Args:
+        run_dir: str, a `tfm train` output dir (config.yaml, tokenizer/, checkpoints/).
+        checkpoint: optional checkpoint path inside it.
+
+    Returns:
+        Run.
+
+    Raises:
+        InputError: one line naming the run dir or checkpoint, when it is missing, unreadable or does not fit
+            the run's config.yaml.
+    """
+    run_dir = os.fspath(run_dir)
+    if not os.path.isdir(run_dir):
+        raise InputError(f"{run_dir}: no such run dir")
+    if not os.path.isfile(os.path.join(run_dir, CONFIG_FILENAME)):
+        raise InputError(f"{run_dir}: not a tfm run dir (no {CONFIG_FILENAME})")
+    cfg = load_config(run_dir)
+    if not os.path.isdir(os.path.join(run_dir, TOKENIZER_DIR)):
+        raise InputError(f"{run_dir}: no {TOKENIZER_DIR}/ (was the run started with `tfm train`?)")
+    tokenizer = tfm_data.load_tokenizer(os.path.join(run_dir, TOKENIZER_DIR))
+    meta = {}
+    if os.path.isfile(os.path.join(run_dir, LABELS_FILENAME)):
+        with open(os.path.join(run_dir, LABELS_FILENAME), encoding="utf-8") as f:
+            meta = json.load(f)
+    checkpoint = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
+    if checkpoint is None:
+        raise InputError(f"{run_dir}: no checkpoint in {os.path.join(run_dir, CHECKPOINT_DIR)} "
+                         f"(has training saved one yet?)")
+    task = build_task(cfg, tokenizer, meta.get("label_names"), meta.get("num_choices"), initialize=False)
+    try:
+        tf.train.Checkpoint(model=task).restore(checkpoint).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, IndexError, tf.errors.OpError) as error:
+        if not checkpoint_readable(checkpoint):
+            raise InputError(f"{run_dir}: checkpoint {checkpoint} is missing or unreadable "
+                             f"(truncated or corrupted)") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise InputError(f"{run_dir}: checkpoint {checkpoint} does not fit the model of its {CONFIG_FILENAME} "
+                         f"(was it edited after training?): {reason}") from None
+    return Run(task, tokenizer, cfg, meta.get("label_names"), checkpoint)

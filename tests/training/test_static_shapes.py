@@ -134,3 +134,25 @@ def test_static_batches_fills_from_own_rows_with_zero_weight():
     assert [b[0]["ids"].numpy().tolist() for b in batches] == [[[1, 2], [3, 4]], [[5, 6], [5, 6]], [[1, 2], [3, 4]]]
     assert [b[1].numpy().tolist() for b in batches] == [[7, 8], [9, 9], [7, 8]]
     assert [b[2].numpy().tolist() for b in batches] == [[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]]
+
+
+def test_length_buckets_cut_each_batch_to_its_bucket_and_keep_every_example():
+    lengths = [3, 14, 5, 9, 2, 16, 7, 4, 12, 6, 3, 15, 8, 2, 10, 5]
+    mask = np.array([[1] * n + [0] * (16 - n) for n in lengths], np.int32)
+    ids = mask * (np.arange(16)[None, :] + 100 * np.arange(len(lengths))[:, None])  # row r holds 100r + position
+    tags = np.where(mask == 1, 7, -100).astype(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices(({"token_ids": ids, "padding_mask": mask}, tags,
+                                             np.arange(len(lengths), dtype=np.int32))).batch(4)
+    batches = list(task_data.length_bucketed(ds, [4, 8], batch_size=2, sequence_length=16).as_numpy_iterator())
+    rows = []
+    for x, y, row in batches:
+        width = x["token_ids"].shape[1]
+        assert width in (4, 8, 16) and y.shape == (2, width) and x["padding_mask"].shape == (2, width)
+        real = x["padding_mask"].sum(axis=1)
+        assert real.max() <= width and (width == 4 or real.max() > {8: 4, 16: 8}[width])  # the smallest bucket
+        for r, n, token_ids in zip(row, real, x["token_ids"]):
+            assert n == lengths[r] and token_ids[:n].tolist() == list(range(100 * r, 100 * r + n))
+        rows += row.tolist()
+    # Buckets of 5 (<= 4), 5 (5..8) and 6 (9..16) examples: full batches of 2 only (one example left over in each
+    # of the first two), none doubled.
+    assert len(rows) == len(set(rows)) == 14

@@ -77,14 +77,20 @@ def _read_texts(path, format, text_field):
 def load_tokenizer(directory) -> Tokenizer:
     """Load the tokenizer saved in `directory`, whatever its type.
 
-    Uses `tokenizer.json`'s "type" when present; otherwise recognizes a bare BERT `vocab.txt`,
+    Uses `tokenizer.json`'s "type" when present; Hugging Face tokenizer files (a `tokenizer.json` with a "model", or
+    a `tokenizer_config.json`) load with `tfm.data.hf_tokenizers`; otherwise recognizes a bare BERT `vocab.txt`,
     a single SentencePiece `*.model`, or GPT-2's `vocab.json` + `merges.txt`.
 
     Args:
         directory: path.
     """
     directory = Path(directory)
-    kind = Tokenizer._read_config(directory).get("type")
+    config = Tokenizer._read_config(directory)
+    if "model" in config or ("type" not in config and (directory / "tokenizer_config.json").exists()):
+        from tfm.data.hf_tokenizers import load_hf_tokenizer  # Hugging Face files: HF's exact normalization
+
+        return load_hf_tokenizer(directory)
+    kind = config.get("type")
     if kind is None:
         if (directory / "vocab.json").exists() and (directory / "merges.txt").exists():
             kind = "bpe"

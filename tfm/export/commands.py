@@ -11,7 +11,8 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, **option
     Args:
         run_dir: a run dir written by `tfm train` (read with `tfm.training.load_run`).
         export_dir: output directory (SavedModel versions, or the .tflite file).
-        format: "saved_model" or "tflite" (TextClassifier with WordPiece only).
+        format: "saved_model", "tflite" (TextClassifier with WordPiece only) or "hf" (a Hugging Face model
+            directory: BERT backbones, masked LM, text / token classifiers, GPT-2 causal LM).
         version: optional int SavedModel version.
         **options: task options (None = default); those the run's task does not take are ignored (the
             task's recipe lists them: `tfm.recipes.get_recipe(name).export_options`).
@@ -27,6 +28,8 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, **option
     run = load_run(run_dir)
     recipe, sequence_length = get_recipe(run.config.task.name), run.config.data.sequence_length
     task_options = recipe.export_kwargs(run.config, options)
+    if format == "hf":
+        return run.task.export_to_hf(export_dir, tokenizer=run.tokenizer, label_names=run.label_names)
     if format == "tflite":
         if not recipe.tflite:
             raise InputError(f"--format tflite supports text_classifier runs only, this run is {recipe.name}")

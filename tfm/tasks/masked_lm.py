@@ -32,6 +32,7 @@ class MaskedLM(Task):
         backbone: a `tfm.models.BertBackbone`.
         activation: str, activation inside the head (`gelu`; `gelu` exact also in KerasHub's head).
         next_sentence: bool, add the next-sentence-prediction head.
+        layer_norm_epsilon: float, of the head's LayerNorm (1e-5 as KerasHub; Hugging Face BERT's is 1e-12).
 
     Example:
     >>> mlm = MaskedLM(tfm.models.BertBackbone.from_preset("bert_tiny", vocabulary_size=100))
@@ -39,12 +40,13 @@ class MaskedLM(Task):
     (None, None, 100)
     """
 
-    TASK_ARGS = ("activation", "next_sentence")
+    TASK_ARGS = ("activation", "next_sentence", "layer_norm_epsilon")
 
-    def __init__(self, backbone, activation="gelu", next_sentence=False, **kwargs):
+    def __init__(self, backbone, activation="gelu", next_sentence=False, layer_norm_epsilon=1e-5, **kwargs):
         head = MaskedLMHead(
             backbone.token_embedding,
             activation=activation,
+            layer_norm_epsilon=layer_norm_epsilon,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
             dtype=backbone.dtype_policy,
             name="masked_lm_head",
@@ -68,6 +70,7 @@ class MaskedLM(Task):
         self.masked_lm_head = head
         self.activation = activation
         self.next_sentence = next_sentence
+        self.layer_norm_epsilon = layer_norm_epsilon
 
     def compile(self, optimizer="auto", loss="auto", weighted_metrics="auto", **kwargs):
         """`Task.compile`; with `next_sentence`, `"auto"` = MLM mean over masked tokens + NSP mean over

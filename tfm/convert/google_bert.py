@@ -223,24 +223,9 @@ def read_checkpoint(directory):
     return config, tensors
 
 
-def _source(directory):
+def source(directory):
+    """How errors name the checkpoint: its path prefix."""
     return str(checkpoint_prefix(directory, CHECKPOINT))
-
-
-def load_backbone(directory, cls):
-    """The `BertBackbone` of a Google BERT directory (any `cls/` head variables are read, checked, ignored)."""
-    from tfm.convert.hugging_face import backbone_from_tensors
-
-    config, tensors = read_checkpoint(directory)
-    return backbone_from_tensors(config, tensors, _source(directory), cls)
-
-
-def load_task(directory, task_cls, backbone_cls, **task_args):
-    """A task on a Google BERT directory: `MaskedLM` (with next-sentence head when present) by default."""
-    from tfm.convert.hugging_face import task_from_tensors
-
-    config, tensors = read_checkpoint(directory)
-    return task_from_tensors(config, tensors, _source(directory), task_cls, backbone_cls, **task_args)
 
 
 def lowercase_from_name(name):

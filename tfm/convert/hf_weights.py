@@ -87,8 +87,9 @@ def load_entries(entries, tensors, source, optional=()):
             value = value.T
         key = id(entry.variable)
         if entry.columns:
-            buffer = new_values.setdefault(key, (entry.variable, np.array(entry.variable.numpy())))[1]
-            buffer[..., entry.columns[0]:entry.columns[1]] = value
+            if key not in new_values:  # one copy of the fused variable, filled slice by slice
+                new_values[key] = (entry.variable, np.array(entry.variable.numpy()))
+            new_values[key][1][..., entry.columns[0]:entry.columns[1]] = value
         else:
             new_values[key] = (entry.variable, value)
     for variable, value in new_values.values():  # only now: nothing is half-loaded on error

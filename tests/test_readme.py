@@ -43,3 +43,20 @@ def test_readme_pretrained_weights_example(tmp_path):
 
     again = tfm.tasks.TextClassifier.from_preset(str(namespace["out"]))
     assert again.count_params() == namespace["classifier"].count_params() == 22_713_216 + 384 * 2 + 2
+
+
+@pytest.mark.slow
+def test_readme_peft_example():
+    namespace = {}
+    exec(compile(readme_block("peft"), "README.md[peft]", "exec"), namespace)
+    counts = namespace["counts"]
+    assert (counts["trainable"], counts["total"], counts["peft"]) == (74_498, 22_787_714, 73_728)
+    import os
+
+    import tfm
+
+    size = os.path.getsize(os.path.join(namespace["adapter"], "adapter_model.safetensors"))
+    assert 4 * 74_498 < size < 4 * 74_498 + 8192  # float32 tensors and a small header
+    again = tfm.tasks.TextClassifier.from_preset("pypi://all-MiniLM-L6-v2", num_classes=2, pooling="mean")
+    tfm.peft.load_adapter(again, namespace["adapter"])
+    assert tfm.peft.parameter_counts(again)["peft"] == 73_728

@@ -151,9 +151,13 @@ def _add_export(commands):
     export = commands.add_parser("export", help="Export a run dir as a raw-text SavedModel (or TFLite).")
     export.add_argument("run_dir", help="run dir written by `tfm train`")
     export.add_argument("export_dir", help="output: EXPORT_DIR/<version>/saved_model.pb (TF Serving layout)")
-    export.add_argument("--format", choices=["saved_model", "tflite", "hf"], default="saved_model",
-                        help="hf: a Hugging Face model directory (config.json, model.safetensors, tokenizer files)")
+    export.add_argument("--format", choices=["saved_model", "tflite", "hf", "adapter"], default="saved_model",
+                        help="hf: a Hugging Face model directory (config.json, model.safetensors, tokenizer files); "
+                             "adapter: only a peft run's adapter and head (adapter_config.json, "
+                             "adapter_model.safetensors)")
     export.add_argument("--version", type=int, help="SavedModel version (default: latest + 1)")
+    export.add_argument("--merge-adapter", action="store_true", help="peft runs: fold the LoRA / AdaLoRA update "
+                                                                     "into the base kernels before exporting")
     export.add_argument("--num-candidates", type=int, help="masked_lm: fill-mask candidates per mask (default 5)")
     export.add_argument("--top-k", type=int, help=argparse.SUPPRESS)  # the old name of --num-candidates
     export.add_argument("--num-beams", type=int, help="causal_lm: also export a beam_search signature with this "

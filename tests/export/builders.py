@@ -58,3 +58,13 @@ def spread_head(task, layer_name, seed=0):
     rng = np.random.default_rng(seed)
     layer.set_weights([rng.normal(0.0, 1.0, w.shape).astype("float32") for w in layer.get_weights()])
     return task
+
+
+def with_adapter(task, seed=1, std=0.5, **peft):
+    """`task` with a PEFT method applied (`tfm.peft.apply(task, **peft)`) and its trainable weights spread
+    (std `std`), so the served answers depend on the adapter."""
+    tfm.peft.apply(task, **peft)
+    rng = np.random.default_rng(seed)
+    for variable in tfm.peft.core.adapter_variables(task, "default", trainable_only=True):
+        variable.assign(rng.normal(0.0, std, variable.shape).astype("float32"))
+    return task

@@ -62,6 +62,15 @@ def _models():
         "mlm": (tasks.MaskedLM(builders.bert(sp)), sp, {"num_candidates": 3}),
         "mc": (tasks.MultipleChoice(builders.bert(wp), 3), wp, {}),
         "clm": (tasks.CausalLM(builders.gpt(bpe)), bpe, {"max_new_tokens": MAX_NEW}),
+        # PEFT adapters go through the same export path (unmerged: the hooks are in the served graph).
+        "classifier_prompt": (builders.with_adapter(builders.spread_head(tasks.TextClassifier(builders.spread_head(builders.bert(wp), "transformer_layer_0"), 3,
+                                                                                             pooling="mean"),
+                                                                        "logits"), method="prompt",
+                                                    num_virtual_tokens=4, std=20.0), wp, {"label_names": builders.LABEL_NAMES}),
+        "clm_prefix": (builders.with_adapter(tasks.CausalLM(builders.spread_head(builders.gpt(bpe),
+                                                                                "transformer_layer_0")), method="prefix", num_virtual_tokens=3,
+                                            std=20.0),
+                       bpe, {"max_new_tokens": MAX_NEW}),
     }
 
 
@@ -79,6 +88,8 @@ def _parity_requests():
                + [("serving_default", {"prompt": _strings(PROMPTS), **_scalars(
                    {**GREEDY, "temperature": 1.0, "top_k": k, "top_p": p, "seed": seed})})
                   for k, p, seed in ((0, 0.9, 7), (0, 0.9, 7), (0, 0.9, 8), (1, 1.0, 5), (3, 1.0, 9))],
+        "classifier_prompt": [("serving_default", {"text": _strings(TEXTS)})],
+        "clm_prefix": [("serving_default", {"prompt": _strings(PROMPTS), **_scalars(GREEDY)})],
     }
     return [(name, signature, inputs) for name, items in requests.items() for signature, inputs in items]
 

@@ -122,6 +122,29 @@ def test_causal_lm_greedy_matches_generate_and_sampling_is_seeded(served):
     assert (top3["token_ids"] != greedy["token_ids"]).any()
 
 
+def test_peft_adapters_export_and_match_their_live_models(served):
+    """A prompt-tuned classifier and a prefix-tuned GPT (KV-cached generation) served from their SavedModels."""
+    import tfm
+
+    task, tokenizer, _ = served.models["classifier_prompt"]
+    out = _ok(served.answer("classifier_prompt"))
+    expected = references.classify(task, tokenizer, conftest.TEXTS, L)
+    np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+    tfm.peft.set_adapter(task, None)
+    bare = references.classify(task, tokenizer, conftest.TEXTS, L)
+    tfm.peft.set_adapter(task, "default")
+    assert np.abs(bare - expected).max() > 0.01, np.abs(bare - expected).max()  # the adapter is what answers
+
+    task, tokenizer, _ = served.models["clm_prefix"]
+    greedy = _ok(served.answer("clm_prefix"))
+    ids, _ = references.generate(task, tokenizer, conftest.PROMPTS, L - conftest.MAX_NEW, conftest.MAX_NEW)
+    assert [row[:n].tolist() for row, n in zip(greedy["token_ids"], greedy["num_tokens"])] == ids
+    tfm.peft.set_adapter(task, None)
+    bare_ids, _ = references.generate(task, tokenizer, conftest.PROMPTS, L - conftest.MAX_NEW, conftest.MAX_NEW)
+    tfm.peft.set_adapter(task, "default")
+    assert bare_ids != ids
+
+
 def test_saved_model_cli_lists_the_signatures(served):
     cli = Path(sys.executable).with_name("saved_model_cli")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

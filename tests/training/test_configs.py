@@ -83,7 +83,11 @@ def _keras_hub_reference(task, layers, heads, hidden, intermediate, positions, v
 PRETRAINED = {
     "conll2003_minilm.yaml": ("token_classifier", 6, 12, 384, 1536, 512, 30522, CONLL_TAGS, None),
     "sst2_minilm.yaml": ("text_classifier", 6, 12, 384, 1536, 512, 30522, ["negative", "positive"], None),
+    "sst2_minilm_lora.yaml": ("text_classifier", 6, 12, 384, 1536, 512, 30522, ["negative", "positive"], None),
 }
+# Configs with a `peft:` section: the adapter's own parameters (LoRA rank 8 on query and value: 6 layers x 2 x
+# 8 x (384 + 384), HF PEFT's count for all-MiniLM-L6-v2); only they and the head train.
+PEFT_PARAMETERS = {"sst2_minilm_lora.yaml": 73_728}
 
 
 def test_every_config_has_a_reference_model():
@@ -105,8 +109,14 @@ def test_pretrained_config_builds_the_checkpoint_architecture(path, minilm_dir):
     model = build_task(cfg, tokenizer, labels)
     head = []
     reference = abstract_param_count(lambda: head.append(_keras_hub_reference(*PRETRAINED[path.name])) or head[0][0])
-    assert model.count_params() == reference + head[0][1]
+    peft = PEFT_PARAMETERS.get(path.name, 0)
+    assert model.count_params() == reference + head[0][1] + peft
     assert model.backbone.num_layers == layers and model.backbone.hidden_dim == hidden
+    if peft:
+        import tfm
+
+        counts = tfm.peft.parameter_counts(model)
+        assert (counts["peft"], counts["trainable"]) == (peft, peft + hidden * len(labels) + len(labels))
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.name in SIZES], ids=lambda p: p.name)

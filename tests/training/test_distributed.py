@@ -1,5 +1,6 @@
 """Real tf.distribute strategies: MirroredStrategy on 2 logical CPUs, MultiWorkerMirroredStrategy with 2
-local worker processes over localhost. Each trains MaskedLM and CausalLM a few steps; replicas/workers
+local worker processes over localhost. Each trains MaskedLM and CausalLM a few steps, bare and with a PEFT
+method (AdaLoRA's rank allocation, prefix tuning); replicas/workers
 must hold identical weights, and losses must equal a single-device run with the same global batch."""
 
 import json
@@ -10,6 +11,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from tests.training.toy_training import TASKS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -45,7 +48,7 @@ def single(tmp_path_factory):
 def test_mirrored_strategy_matches_single_device(single, tmp_path):
     _wait(_run_toy("mirrored", tmp_path / "m.npz", tmp_path))
     mirrored = np.load(tmp_path / "m.npz")
-    for task in ("mlm", "clm"):
+    for task in TASKS:
         assert int(mirrored[f"{task}_replicas"]) == 2
         np.testing.assert_array_equal(mirrored[f"{task}_weights_0"], mirrored[f"{task}_weights_1"])
         np.testing.assert_allclose(mirrored[f"{task}_losses"], single[f"{task}_losses"], rtol=1e-5)
@@ -65,7 +68,7 @@ def test_multi_worker_mirrored_strategy_matches_single_device(single, tmp_path):
     for proc in procs:
         _wait(proc)
     workers = [np.load(tmp_path / f"w{i}.npz") for i in range(2)]
-    for task in ("mlm", "clm"):
+    for task in TASKS:
         np.testing.assert_array_equal(workers[0][f"{task}_weights_0"], workers[1][f"{task}_weights_0"])
         np.testing.assert_allclose(workers[0][f"{task}_losses"], single[f"{task}_losses"], rtol=1e-5)
         np.testing.assert_allclose(workers[0][f"{task}_weights_0"], single[f"{task}_weights_0"], atol=1e-5)

@@ -14,10 +14,12 @@ import tensorflow as tf
 
 GLOBAL_BATCH = 8
 STEPS = 4
+TASKS = ("mlm", "clm", "mlm_adalora", "clm_prefix")
 
 
 def toy_dataset(task, per_replica_batch, ctx, n=64):
     """Fixed random examples; sharded by example so the global batch holds the same examples anywhere."""
+    task = task.split("_")[0]
     rng = np.random.default_rng(0)
     ids = rng.integers(5, 60, (n, 12)).astype("int32")
     if task == "mlm":
@@ -40,8 +42,14 @@ def toy_dataset(task, per_replica_batch, ctx, n=64):
 
 
 def model_fn(task):
+    """`mlm` / `clm`, or with a PEFT method: `mlm_adalora` (rank allocation inside the step), `clm_prefix`."""
     import tfm
 
+    if task.endswith("_adalora"):
+        return tfm.peft.apply(model_fn(task[:-8]), method="adalora", rank=4, target_rank=2, targets=["query", "output"],
+                              total_step=STEPS, delta_t=1)
+    if task.endswith("_prefix"):
+        return tfm.peft.apply(model_fn(task[:-7]), method="prefix", num_virtual_tokens=3)
     if task == "mlm":
         backbone = tfm.models.BertBackbone(vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=16,
                                            intermediate_dim=32, max_sequence_length=16, dropout=0.0)
@@ -79,7 +87,7 @@ def main(mode, out_path, output_dir):
         split_logical_cpus(2)
     strategy = create_strategy({"single": "default"}.get(mode, mode))
     results = {}
-    for task in os.environ.get("TOY_TASKS", "mlm,clm").split(","):
+    for task in os.environ.get("TOY_TASKS", ",".join(TASKS)).split(","):
         losses, replicas = train(task, strategy, f"{output_dir}/{task}")
         results[f"{task}_losses"] = losses
         results[f"{task}_replicas"] = np.array(len(replicas[0]))

@@ -104,5 +104,5 @@ def export_entries(entries):
         value = np.asarray(entry.variable.numpy(), dtype=np.float32)
         if entry.columns:
             value = value[..., entry.columns[0]:entry.columns[1]]
-        out[entry.name] = np.ascontiguousarray(value.T if entry.transpose else value)
+        out[entry.name] = np.array(value.T if entry.transpose else value, order="C")  # (0-d stays 0-d)
     return out

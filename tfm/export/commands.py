@@ -5,15 +5,18 @@ import sys
 
 from tfm.errors import InputError
 
-def export_run(run_dir, export_dir, format="saved_model", version=None, **options):
+def export_run(run_dir, export_dir, format="saved_model", version=None, merge_adapter=False, **options):
     """Export the latest checkpoint of a training run dir (what `tfm export` does).
 
     Args:
         run_dir: a run dir written by `tfm train` (read with `tfm.training.load_run`).
         export_dir: output directory (SavedModel versions, or the .tflite file).
         format: "saved_model", "tflite" (TextClassifier with WordPiece only) or "hf" (a Hugging Face model
-            directory: BERT backbones, masked LM, text / token classifiers, GPT-2 causal LM).
+            directory: BERT backbones, masked LM, text / token classifiers, GPT-2 causal LM) or "adapter" (only
+            a PEFT run's adapter and head: HF PEFT's files for LoRA on BERT, tfm's for the other methods).
         version: optional int SavedModel version.
+        merge_adapter: bool, fold a PEFT run's LoRA / AdaLoRA update into the kernels first (the export then
+            computes as a plain model); "hf" exports of LoRA runs always merge.
         **options: task options (None = default); those the run's task does not take are ignored (the
             task's recipe lists them: `tfm.recipes.get_recipe(name).export_options`).
 
@@ -28,6 +31,21 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, **option
     run = load_run(run_dir)
     recipe, sequence_length = get_recipe(run.config.task.name), run.config.data.sequence_length
     task_options = recipe.export_kwargs(run.config, options)
+    peft = _peft_config(run.task)
+    if format == "adapter":
+        if peft is None:
+            raise InputError(f"{run_dir} was not trained with a peft: section; there is no adapter to export")
+        from tfm.peft.files import save_adapter
+
+        hf = peft.method == "lora" and hasattr(run.task.backbone, "segment_embedding")
+        return save_adapter(run.task, export_dir, format="hf" if hf else "tfm")
+    if peft is not None and (merge_adapter or format == "hf"):
+        if peft.method not in ("lora", "adalora"):
+            raise InputError(f"{run_dir}: a {peft.method} adapter cannot be merged into the base weights"
+                             + ("; --format hf needs LoRA or AdaLoRA (use --format adapter)" if format == "hf" else ""))
+        from tfm.peft.core import merge
+
+        merge(run.task)
     if format == "hf":
         return run.task.export_to_hf(export_dir, tokenizer=run.tokenizer, label_names=run.label_names)
     if format == "tflite":
@@ -40,6 +58,12 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, **option
                               version=version, recipe=recipe, **task_options)
 
 
+def _peft_config(task):
+    from tfm.peft.core import active_config
+
+    return active_config(task)
+
+
 def export_command(args):
     """`tfm export RUN_DIR EXPORT_DIR [options]`."""
     try:
@@ -48,7 +72,8 @@ def export_command(args):
             print("tfm export: --top-k is deprecated, use --num-candidates (--top-k is sampling in tfm predict)",
                   file=sys.stderr)
             num_candidates = args.top_k if num_candidates is None else num_candidates
-        path = export_run(args.run_dir, args.export_dir, args.format, args.version, num_candidates=num_candidates,
+        path = export_run(args.run_dir, args.export_dir, args.format, args.version,
+                          merge_adapter=args.merge_adapter, num_candidates=num_candidates,
                           num_beams=args.num_beams,
                           max_new_tokens=args.max_new_tokens, doc_stride=args.doc_stride,
                           max_query_length=args.max_query_length, max_answer_length=args.max_answer_length,

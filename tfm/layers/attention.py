@@ -53,6 +53,8 @@ class MultiHeadAttention(keras.layers.Layer):
     (1, 3, 8)
     """
 
+    prefix = None  # `tfm.peft` prefix tuning: trainable keys and values every query also attends to
+
     def __init__(self, num_heads, hidden_dim, dropout=0.0, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         if hidden_dim % num_heads:
@@ -98,6 +100,15 @@ class MultiHeadAttention(keras.layers.Layer):
             key = ops.slice_update(key_cache, start, ops.cast(key, key_cache.dtype))
             value = ops.slice_update(value_cache, start, ops.cast(value, value_cache.dtype))
             cache = (key, value)
+        if self.prefix is not None and self.prefix.active is not None:
+            # Prefix keys/values sit before the sequence's (and its cache's); every query may attend to them.
+            key_prefix, value_prefix = self.prefix.get().key_values(batch_size)  # (B, heads, P, dh) each
+            key = ops.concatenate([ops.cast(key_prefix, key.dtype), key], axis=2)
+            value = ops.concatenate([ops.cast(value_prefix, value.dtype), value], axis=2)
+            if attention_mask is not None:
+                mask_shape = ops.shape(attention_mask)
+                visible = ops.ones((mask_shape[0], mask_shape[1], ops.shape(key_prefix)[2]), "bool")
+                attention_mask = ops.concatenate([visible, ops.cast(attention_mask, "bool")], axis=-1)
 
         query = query * ops.cast(1.0 / math.sqrt(self.head_dim), query.dtype)
         # einsum contracts head_dim directly: no transposed copy of the (possibly cached) keys.

@@ -33,6 +33,8 @@ def _is_one_row(inputs):
 class Dense(keras.layers.Dense):
     """`keras.layers.Dense` that, for a single input row under XLA, adds the bias outside the dot's fusion.
 
+    With a `tfm.peft` update attached (`peft`), its low-rank output is added to the projection.
+
     XLA on CPU fuses a vector-matrix dot with its bias add into one loop ("output fusion"), and that fused
     loop reads the kernel about 20% slower than the plain dot does; batch-1 decoding is exactly this
     case, so it runs at the memory-bandwidth limit only with the barrier. Anything else (several rows,
@@ -43,7 +45,15 @@ class Dense(keras.layers.Dense):
     TensorShape([1, 1, 4])
     """
 
+    peft = None  # a `tfm.peft` update (LoRA, AdaLoRA) whose output is added before the activation
+
     def call(self, inputs, training=None):
+        if self.peft is not None and self.peft.active is not None and not self.peft.merged:
+            x = ops.matmul(inputs, self.kernel)
+            if self.bias is not None:
+                x = ops.add(x, self.bias)
+            x = ops.add(x, self.peft(inputs, training=training))
+            return x if self.activation is None else self.activation(x)
         plain = self.bias is None or self.quantization_mode is not None or getattr(self, "lora_enabled", False)
         if plain or not _is_one_row(inputs) or not compiling_with_xla():
             return super().call(inputs, training=training)

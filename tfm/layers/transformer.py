@@ -9,8 +9,25 @@ from tfm.layers.dense import Dense
 from keras import ops
 
 
+def _on(hook):
+    """Whether a `tfm.peft` hook point holds an active adapter."""
+    return hook is not None and hook.active is not None
+
+
 class _TransformerBlock(keras.layers.Layer):
-    """Shared state of both blocks: attention, two layer norms and the feed-forward network."""
+    """Shared state of both blocks: attention, two layer norms and the feed-forward network.
+
+    `tfm.peft` hook points (None / 0 unless a method is applied): `attention_adapter` and `feedforward_adapter`
+    transform each sublayer's output before its residual add (Houlsby, Pfeiffer); `prompt` prepends virtual
+    tokens (first block only); `prompt_length` is how many positions before the real tokens every block keeps
+    visible, and `drop_prompt` removes them after the last block, so heads read the real tokens only.
+    """
+
+    attention_adapter = None
+    feedforward_adapter = None
+    prompt = None
+    prompt_length = 0
+    drop_prompt = False
 
     def __init__(
         self,
@@ -58,7 +75,12 @@ class _TransformerBlock(keras.layers.Layer):
 
     def _feedforward(self, x, training):
         x = self.output_dense(self._activation_fn(self.intermediate_dense(x)))
-        return self.feedforward_dropout(x, training=training)
+        x = self.feedforward_dropout(x, training=training)
+        return self.feedforward_adapter(x, training=training) if _on(self.feedforward_adapter) else x
+
+    def _attention_branch(self, attended, training):
+        attended = self.attention_dropout(attended, training=training)
+        return self.attention_adapter(attended, training=training) if _on(self.attention_adapter) else attended
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -99,10 +121,16 @@ class TransformerEncoderBlock(_TransformerBlock):
     """
 
     def call(self, x, padding_mask=None, training=None):
+        if _on(self.prompt):
+            x = self.prompt(x)  # (B, P + T, H): virtual tokens first
+        if padding_mask is not None and self.prompt_length:
+            ones = ops.ones((ops.shape(padding_mask)[0], self.prompt_length), padding_mask.dtype)
+            padding_mask = ops.concatenate([ones, padding_mask], axis=1)  # virtual tokens are always visible
         mask = None if padding_mask is None else padding_attention_mask(padding_mask)
         attended = self.self_attention(x, attention_mask=mask, training=training)
-        x = self.attention_layer_norm(x + self.attention_dropout(attended, training=training))
-        return self.feedforward_layer_norm(x + self._feedforward(x, training))
+        x = self.attention_layer_norm(x + self._attention_branch(attended, training))
+        x = self.feedforward_layer_norm(x + self._feedforward(x, training))
+        return x[:, self.prompt_length:, :] if self.drop_prompt else x
 
 
 @keras.saving.register_keras_serializable(package="tfm")
@@ -145,7 +173,7 @@ class TransformerDecoderBlock(_TransformerBlock):
         )
         if cache is not None:
             attended, cache = attended
-        x = x + self.attention_dropout(attended, training=training)
+        x = x + self._attention_branch(attended, training)
         x = x + self._feedforward(self.feedforward_layer_norm(x), training)
         if cache is not None:
             return x, cache

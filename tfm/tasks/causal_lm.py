@@ -55,6 +55,11 @@ class CausalLM(Task):
         """Float32 vocabulary logits from final hidden states `(..., hidden_dim)` (the tied projection)."""
         return ops.cast(self.backbone.token_embedding(hidden, reverse=True), "float32")
 
+    def reset_compiled_functions(self):
+        """`Task.reset_compiled_functions`, and the compiled `generate` loops."""
+        super().reset_compiled_functions()
+        self.__dict__.pop("_generate_functions", None)
+
     def generate_function(self, max_new_tokens, sampler="greedy", stop_token_ids=None, pad_token_id=0):
         """The cached, XLA-compiled `fn(token_ids, padding_mask, seed)` behind `generate` (for export/benchmarks).
 

@@ -22,13 +22,67 @@ class Task(keras.Model):
         config = {"name": self.name, "trainable": self.trainable}
         config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
         config.update({key: getattr(self, key) for key in self.TASK_ARGS})
+        if getattr(self, "peft_adapters", None):  # rebuilt by from_config, so saved weights find their variables
+            config["peft_adapters"] = dict(self.peft_adapters)
+            config["peft_active"] = self.peft_active
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+        adapters, active = config.pop("peft_adapters", None), config.pop("peft_active", None)
+        task = cls(**config)
+        if adapters:
+            from tfm.peft.core import apply, set_adapter
+
+            for name, peft_config in adapters.items():
+                apply(task, peft_config, name=name, activate=False)
+            set_adapter(task, active)
+        return task
+
+    def reset_compiled_functions(self):
+        """Drops the traced train / test / predict functions: switches read when a step is traced (the active
+        PEFT adapter, a merged update) take effect on the next call."""
+        for attribute in ("train_function", "test_function", "predict_function"):
+            if getattr(self, attribute, None) is not None:
+                setattr(self, attribute, None)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras' loss plus the active PEFT method's regularizer (AdaLoRA's orthogonality penalty)."""
+        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        if training and getattr(self, "peft_active", None) is not None:
+            from tfm.peft.core import regularization_loss
+
+            extra = regularization_loss(self)
+            if extra is not None:
+                loss = loss + ops.cast(extra, loss.dtype)
+        return loss
+
+    def train_step(self, data):
+        """Keras' TensorFlow train step, plus the active PEFT method's per-step update after the optimizer's
+        (AdaLoRA's importance scores and rank allocation, which need this step's gradients)."""
+        from tfm.peft.core import allocator
+
+        if getattr(self, "peft_active", None) is None or allocator(self) is None:
+            return super().train_step(data)
+        import tensorflow as tf
+
+        from keras.src.losses.loss import unscale_loss_for_distribution  # as Keras' own train_step
+
+        from tfm.peft.core import after_step
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            self._loss_tracker.update_state(unscale_loss_for_distribution(loss), sample_weight=tf.shape(keras.tree.flatten(x)[0])[0])
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.trainable_weights
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        after_step(self, grads, variables, self.optimizer.iterations)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     @classmethod
     def from_preset(cls, preset, **kwargs):

@@ -33,6 +33,8 @@ from tfm.training.config_core import (  # noqa: F401  (re-exported: the public c
     to_dict,
 )
 
+from tfm.peft.config import PeftConfig  # noqa: E402  (imports config_core only)
+
 CONFIG_FILENAME = "config.yaml"
 
 # Keys whose values are file paths (or lists of them). In a YAML file a relative path is relative to the
@@ -336,6 +338,8 @@ class ExperimentConfig(_Config):
     # which then becomes `task.init_checkpoint`: a mapping of the keys that differ, e.g.
     # `{trainer: {steps: 3000, learning_rate: 1e-3}}`. Checked against ExperimentConfig like the rest.
     pretrain: Optional[dict[str, Any]] = None
+    # Parameter-efficient fine-tuning: one method applied to the task model, everything else frozen.
+    peft: Optional[PeftConfig] = None
 
     def _validate(self):
         _require(self.output_dir.strip() != "", "output_dir", "must not be empty")
@@ -374,6 +378,7 @@ def pretrain_config(cfg):
         return None
     base = to_dict(cfg)
     base.pop("pretrain")
+    base.pop("peft", None)  # the stage pretrains the whole encoder; `pretrain.peft` may still set one
     base["output_dir"] = os.path.join(cfg.output_dir, "pretrain")
     base["task"] = {"name": "masked_lm"}
     try:

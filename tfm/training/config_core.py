@@ -68,6 +68,8 @@ def _coerce(tp, value, key):
     if dataclasses.is_dataclass(tp):  # a section; null/empty means all defaults
         return value if isinstance(value, tp) else from_dict(tp, value, where=key)
     if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:  # an Optional section left out stays None (not all defaults)
+            return None
         for arg in args:  # NoneType accepts None only
             try:
                 return _coerce(arg, value, key)

@@ -104,7 +104,22 @@ def build_task(cfg, tokenizer, label_names=None, num_choices=None, initialize=Tr
         initialize: bool, load `task.init_checkpoint` (False when a run's own checkpoint follows).
     """
     backbone = initial_backbone(cfg, tokenizer) if initialize else build_backbone(cfg, tokenizer.vocabulary_size)
-    return get_recipe(cfg.task.name).build(cfg, backbone, label_names=label_names, num_choices=num_choices)
+    task = get_recipe(cfg.task.name).build(cfg, backbone, label_names=label_names, num_choices=num_choices)
+    return apply_peft(cfg, task, tokenizer)
+
+
+def apply_peft(cfg, task, tokenizer):
+    """`task` with the config's `peft:` method applied (AdaLoRA's `total_step` defaults to `trainer.steps`)."""
+    if cfg.peft is None:
+        return task
+    import dataclasses
+
+    from tfm.peft.core import apply
+
+    peft = cfg.peft
+    if peft.method == "adalora" and peft.total_step is None:
+        peft = dataclasses.replace(peft, total_step=cfg.trainer.steps)
+    return apply(task, peft, tokenizer=tokenizer)
 
 
 def write_labels(run_dir, meta):
@@ -182,8 +197,8 @@ def load_run(run_dir, checkpoint=None):
     if backbone is None:
         task = build_task(cfg, tokenizer, meta.get("label_names"), meta.get("num_choices"), initialize=False)
     else:
-        task = get_recipe(cfg.task.name).build(cfg, backbone, label_names=meta.get("label_names"),
-                                               num_choices=meta.get("num_choices"))
+        task = apply_peft(cfg, get_recipe(cfg.task.name).build(cfg, backbone, label_names=meta.get("label_names"),
+                                                               num_choices=meta.get("num_choices")), tokenizer)
     try:
         tf.train.Checkpoint(model=task).restore(checkpoint).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, IndexError, tf.errors.OpError) as error:

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfm.errors import InputError
+from tfm.peft import core as peft_core
 from tfm.training.checkpoints import CHECKPOINT_DIR, check_output_dir, checkpoint_readable, first_line
 from tfm.training.optimizer import create_optimizer
 from tfm.training.strategy import create_strategy, is_chief
@@ -100,6 +101,13 @@ class Trainer:
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             # Steps skipped for a non-finite loss (trainer.skip_nonfinite_steps), kept across resumes.
             self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
+        self._peft = peft_core.active_adapter(self.model) is not None
+        self._peft_step = self._peft and peft_core.allocator(self.model) is not None
+        self.parameter_counts = peft_core.parameter_counts(self.model)
+        if self.verbose:
+            c = self.parameter_counts
+            print(f"trainable params: {c['trainable']:,} || all params: {c['total']:,} || trainable%: "
+                  f"{c['trainable_percent']:.4f}")
         self._setup_checkpoints()
         # Where the data stream stands: the pipeline is deterministic (seeded shuffle and masking), so
         # on resume it skips the batches already consumed. (Distributed iterators are not checkpointable.)
@@ -121,6 +129,8 @@ class Trainer:
             from tensorboard.plugins.hparams import api as hparams_api
 
             with self._writer("train").as_default():
+                hparams = {**hparams, "trainable_params": self.parameter_counts["trainable"],
+                           "total_params": self.parameter_counts["total"]}
                 hparams_api.hparams({k: v for k, v in hparams.items() if isinstance(v, (bool, int, float, str))})
 
     # ----------------------------------------------------------------------------------------- state
@@ -202,6 +212,10 @@ class Trainer:
             per_token = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
             unit = tf.stop_gradient(tf.maximum(weight_sum, 1.0)) if per_token else 1.0
             scaled = self.optimizer.scale_loss(loss_sum / unit) if per_token else loss_sum
+            extra = peft_core.regularization_loss(self.model) if self._peft else None
+            if extra is not None:  # a per-step mean term: weighted so the division by the global weight undoes it
+                scaled = scaled + extra * tf.stop_gradient(weight_sum) / unit * (
+                    self.optimizer.scale_loss(1.0) if per_token else 1.0)
         variables = self.model.trainable_variables
         grads = tape.gradient(scaled, variables)
         # Unused weights (e.g. BERT's pooler under MLM) get zero gradients so replicas can all-reduce.
@@ -242,6 +256,11 @@ class Trainer:
             self._apply_if(tf.math.is_finite(loss) & tf.math.is_finite(grad_norm), grads)
         else:
             self.optimizer.apply(grads, self.model.trainable_variables)
+        if self._peft_step and self.strategy.num_replicas_in_sync == 1:
+            # AdaLoRA's importance scores and rank allocation, inside the compiled step, after the update.
+            peft_core.after_step(self.model, grads, self.model.trainable_variables, self.optimizer.iterations)
+        elif self._peft_step:
+            return loss, grad_norm, tokens, grads  # applied once, in cross-replica context (mirrored variables)
         return loss, grad_norm, tokens
 
     def _finite(self, loss, grad_norm):
@@ -293,7 +312,11 @@ class Trainer:
         results = self.strategy.run(self._replica_step, args=(batches,))
         self.step.assign_add(1)
         # Every replica holds the same all-reduced values: take the first.
-        return [self.strategy.experimental_local_results(r)[0] for r in results]
+        results = [self.strategy.experimental_local_results(r)[0] for r in results[:3]] + list(results[3:])
+        if len(results) == 4:
+            grads = [self.strategy.experimental_local_results(g)[0] for g in results.pop()]
+            peft_core.after_step(self.model, grads, self.model.trainable_variables, self.optimizer.iterations)
+        return results
 
     def _forward_eval(self, x, y, sample_weight):
         return self.model.metric_sums(y, self.model(x, training=False), sample_weight)
@@ -351,7 +374,8 @@ class Trainer:
             metrics = self._eval_metrics(int(self.step.numpy()))
         if self.is_chief:
             with open(os.path.join(self.output_dir, "metrics.json"), "w") as f:
-                json.dump({"step": int(self.step.numpy()), **metrics}, f, indent=2)
+                json.dump({"step": int(self.step.numpy()), **metrics, "trainable_params": self.parameter_counts[
+                    "trainable"], "total_params": self.parameter_counts["total"]}, f, indent=2)
         return metrics
 
     def _train_loop(self):
@@ -376,6 +400,7 @@ class Trainer:
                     scalars["loss"] = window_loss / window_steps
                 if c.skip_nonfinite_steps:
                     scalars["skipped_steps"] = int(self.skipped_steps.numpy())
+                scalars.update({f"peft/{k}": float(v) for k, v in peft_core.step_summaries(self.model).items()})
                 if self.flops_per_token and c.peak_flops:
                     scalars["mfu"] = scalars["tokens_per_second"] * self.flops_per_token / c.peak_flops
                 self._log("train", scalars, step)

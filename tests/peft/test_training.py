@@ -1,0 +1,104 @@
+"""PEFT under training: `model.fit` and the Trainer (XLA), only the trainable variables move, AdaLoRA's rank
+allocation runs inside the step and resumes from checkpoints, the `peft:` config section end to end."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfm
+from tests.peft.helpers import BATCH, METHODS, classifier
+from tests.training.test_trainer import _events
+from tfm.peft import core
+from tfm.training.config import ExperimentConfig, TrainerConfig
+from tfm.training.trainer import Trainer
+
+LABELS = np.array([0, 2, 1], "int32")
+
+
+def _dataset(per_replica_batch=3, ctx=None):
+    return tf.data.Dataset.from_tensor_slices((BATCH, LABELS)).repeat().batch(per_replica_batch, drop_remainder=True)
+
+
+def _moved(task, before):
+    return {v.path for v, b in zip(task.weights, before) if not np.array_equal(v.numpy(), b)}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_fit_trains_only_the_adapter_and_head_and_learns(method):
+    task = tfm.peft.apply(classifier(pooling="mean"), method=method, **METHODS[method])
+    trainable = {v.path for v in task.trainable_weights}
+    before = [v.numpy() for v in task.weights]
+    task.compile(optimizer=keras.optimizers.Adam(3e-2))
+    task.fit(_dataset(), steps_per_epoch=30, epochs=1, verbose=0)
+    moved = _moved(task, before)
+    state = {v.path for v in task.weights if core._is_state(v)}
+    assert moved - state <= trainable and trainable <= moved  # nothing frozen moved; every trainable one did
+    assert {"logits/kernel"} < trainable and len(trainable) > 2
+    first = float(keras.losses.sparse_categorical_crossentropy(LABELS, classifier("mean")(BATCH), from_logits=True).numpy().mean())
+    final = task.evaluate(BATCH, LABELS, verbose=0)[0]  # the task loss (AdaLoRA's penalty counts in training only)
+    assert final < 0.5 * first, (method, first, final)  # three examples memorized through the adapter
+    if method == "adalora":  # 30 steps > total_step 10: the final pattern holds the target budget (1 x 2 x 2)
+        assert core.step_summaries(task)["budget"].numpy() == 4
+        assert sum(float(v) for k, v in core.step_summaries(task).items() if k.startswith("rank/")) == 4
+
+
+def _trainer(tmp_path, method, steps=6, **peft):
+    cfg = TrainerConfig(steps=steps, batch_size=3, learning_rate=3e-2, warmup_steps=0, log_every=1, eval_every=1000,
+                        checkpoint_every=3, peak_flops=1e11)
+    model_fn = lambda: tfm.peft.apply(classifier(), method=method, **{**METHODS[method], **peft})  # noqa: E731
+    return Trainer(cfg, str(tmp_path), model_fn, lambda b, c: _dataset(b, c), hparams={"peft.method": method},
+                   verbose=False)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_trainer_trains_only_the_adapter_and_reports_parameter_counts(method, tmp_path):
+    keras.utils.set_random_seed(5)
+    trainer = _trainer(tmp_path, method)
+    task = trainer.model
+    before = [v.numpy() for v in task.weights]
+    trainer.train()
+    trainable = {v.path for v in task.trainable_weights}
+    moved = _moved(task, before) - {v.path for v in task.weights if core._is_state(v)}
+    assert moved == trainable
+    counts = core.parameter_counts(task)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["trainable_params"], metrics["total_params"]) == (counts["trainable"], counts["total"])
+    assert counts["trainable"] == counts["peft"] + 8 * 3 + 3
+    hparams = (tmp_path / "train").glob("events.out.tfevents.*")
+    assert any(b"trainable_params" in path.read_bytes() for path in hparams)
+    if method == "adalora":
+        events = _events(str(tmp_path / "train"))
+        budgets = [float(v) for _, v in events["peft/budget"]]
+        # 4 matrices, rank 3 -> 1: budget 12 -> 4 over total_step 10 (tinit 0, tfinal 0, a mask every step):
+        # int(8 * (1 - s/10)**3 + 4) after step s = 1..6: 9.83, 8.10, 6.74, 5.73, 5.0, 4.51.
+        assert budgets == [9.0, 8.0, 6.0, 5.0, 5.0, 4.0]
+        ranks = [k for k in events if k.startswith("peft/rank/")]
+        assert sorted(ranks) == ["peft/rank/layer_0/intermediate", "peft/rank/layer_0/key",
+                                 "peft/rank/layer_1/intermediate", "peft/rank/layer_1/key"]
+        assert sum(float(events[k][-1][1]) for k in ranks) == budgets[-1]
+
+
+def test_adalora_resumes_its_rank_allocation_from_a_checkpoint(tmp_path):
+    keras.utils.set_random_seed(5)
+    straight = _trainer(tmp_path / "straight", "adalora")
+    straight.train()
+    keras.utils.set_random_seed(5)
+    first = _trainer(tmp_path / "resumed", "adalora")  # the same schedule, stopped after 3 steps (as a kill)
+    while int(first.step.numpy()) < 3:
+        first._train_step(first._iterator)
+    first.save_checkpoint()
+    keras.utils.set_random_seed(5)
+    second = _trainer(tmp_path / "resumed", "adalora")
+    assert second.restored_from.endswith("ckpt-3")
+    second.train()
+    for a, b in zip(straight.model.weights, second.model.weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-6, err_msg=a.path)
+    assert any("ema_ipt" in v.path and np.abs(v.numpy()).max() > 0 for v in second.model.weights)
+
+
+def test_an_experiment_config_without_peft_has_none():
+    assert ExperimentConfig().peft is None

@@ -1,0 +1,358 @@
+"""Applying, switching, merging and counting PEFT methods on a built tfm task model.
+
+One call, `apply(task, method=..., ...)` or `apply(task, PeftConfig(...))`, attaches a method's updates to the
+task's backbone under an adapter name and freezes everything else except what `also_train` names (the task head
+by default). The adapters applied are recorded in `task.peft_adapters` (name -> config dict), which the task's
+Keras config carries, so `.keras` files and run dirs rebuild them.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from tfm.peft.adapters import BottleneckAdapter
+from tfm.peft.config import PeftConfig
+from tfm.peft.lora import LoraUpdate, SlicedUpdate
+from tfm.peft.prompts import PrefixEncoder, PrefixKeyValues, PromptTokens
+from tfm.peft.sites import adapter_set, attach, blocks, check_adapter_name, detach, projection
+
+
+def as_config(config=None, **kwargs):
+    """A validated `PeftConfig` from a PeftConfig, a dict (a config file's `peft:` section) or keywords."""
+    from tfm.training.config_core import from_dict
+
+    if isinstance(config, PeftConfig):
+        if kwargs:
+            raise ValueError(f"give either a PeftConfig or keywords, not both ({sorted(kwargs)})")
+        return config
+    return from_dict(PeftConfig, {**(config or {}), **kwargs}, where="peft")
+
+
+def apply(task, config=None, name="default", tokenizer=None, activate=True, **kwargs):
+    """Attaches a PEFT method to `task`'s backbone as adapter `name`, makes it active and freezes the rest.
+
+    Args:
+        task: a built `tfm.tasks` model (its `backbone` a tfm BERT or GPT backbone).
+        config: a `PeftConfig` or a dict of its keys; or give the keys as keyword arguments.
+        name: str, the adapter's name (HF PEFT's default is "default").
+        tokenizer: the task's tokenizer; needed only for `prompt_init="text"`.
+        activate: bool, make it the active adapter (and set the trainable variables for it).
+
+    Returns:
+        `task`, changed in place.
+
+    Example:
+    >>> clf = tfm.tasks.TextClassifier(tfm.models.BertBackbone.from_preset("bert_tiny", vocabulary_size=100), 2)
+    >>> _ = tfm.peft.apply(clf, method="lora", rank=4, alpha=8, targets=["query", "value"])
+    >>> tfm.peft.parameter_counts(clf)["peft"]  # 2 layers x 2 slices x 4 x (128 + 128)
+    4096
+    """
+    config = as_config(config, **kwargs)
+    check_adapter_name(name)
+    adapters = dict(getattr(task, "peft_adapters", None) or {})
+    if name in adapters:
+        raise ValueError(f"adapter {name!r} is already applied to {task.name}; choose another name")
+    _BUILDERS[config.method](task, config, name, tokenizer)
+    adapters[name] = dataclasses.asdict(config)
+    object.__setattr__(task, "peft_adapters", adapters)  # plain data, outside Keras' state tracking
+    if activate or len(adapters) == 1:
+        set_adapter(task, name)
+    return task
+
+
+def _lora(task, config, name, tokenizer):
+    scale = config.scale()
+    updates = []
+    for index, block in enumerate(blocks(task.backbone)):
+        by_dense = {}
+        for target in config.targets:
+            dense, start, end = projection(block, target)
+            by_dense.setdefault(id(dense), (dense, []))[1].append((target, start, end))
+        for dense, slices in by_dense.values():
+            input_dim = dense.kernel.shape[0]
+
+            def make(target, width, input_dim=input_dim):
+                if config.method == "adalora":
+                    from tfm.peft.adalora import AdaLoraUpdate
+
+                    update = AdaLoraUpdate(input_dim, width, config.rank, config.alpha, config.dropout,
+                                           dtype=dense.dtype_policy, name=f"adalora_{target}")
+                else:
+                    update = LoraUpdate(input_dim, width, config.rank, scale, config.dropout,
+                                        dtype=dense.dtype_policy, name=f"lora_{target}")
+                update.build()
+                updates.append((f"layer_{index}/{target}", update))
+                return update
+
+            adapter_set(dense, "peft").add(name, SlicedUpdate(dense.units, slices, make, dtype=dense.dtype_policy,
+                                                               name=f"{name}_update"))
+    if config.method == "adalora":
+        from tfm.peft.adalora import RankAllocator
+
+        allocator = RankAllocator(updates, config, dtype="float32", name=f"{name}_rank_allocator")
+        attach(task, f"peft_allocator_{name}", allocator)
+
+
+def _adapters(task, config, name, tokenizer):
+    for block in blocks(task.backbone):
+        places = ("feedforward_adapter",) if config.method == "pfeiffer" else ("attention_adapter",
+                                                                              "feedforward_adapter")
+        for place in places:
+            adapter = BottleneckAdapter(block.hidden_dim, config.bottleneck_dim, config.adapter_activation,
+                                        config.dropout, dtype=block.dtype_policy, name=f"{name}_{place}")
+            adapter.build()
+            adapter_set(block, place).add(name, adapter)
+
+
+def _prompt(task, config, name, tokenizer):
+    layers = blocks(task.backbone)
+    if type(layers[0]).__name__ != "TransformerEncoderBlock":
+        raise ValueError("prompt tuning is implemented for encoders (BERT) only; for GPT use prefix tuning, "
+                         "which works with generation")
+    prompt = PromptTokens(config.num_virtual_tokens, layers[0].hidden_dim, _prompt_init(task, config, tokenizer),
+                          dtype=layers[0].dtype_policy, name=f"{name}_prompt")
+    prompt.build()
+    adapter_set(layers[0], "prompt").add(name, prompt)
+
+
+def _prompt_init(task, config, tokenizer):
+    """`(P, H)` initial prompts: None (random), or embedded vocabulary samples or text tokens as the first block
+    sees real tokens, `LayerNorm(token + segment 0)` (prompts have no position)."""
+    if config.prompt_init == "random":
+        return None
+    backbone, p = task.backbone, config.num_virtual_tokens
+    if config.prompt_init == "vocabulary":
+        ids = np.random.default_rng(0).integers(0, backbone.vocabulary_size, p)
+    else:
+        if tokenizer is None:
+            raise ValueError("prompt_init='text' needs the task's tokenizer: apply(..., tokenizer=tokenizer)")
+        ids = np.asarray(tokenizer.tokenize(config.prompt_init_text)).reshape(-1)
+        if not len(ids):
+            raise ValueError(f"prompt_init_text={config.prompt_init_text!r} has no tokens")
+        ids = np.resize(ids, p)  # repeated (or cut) to P tokens, as HF PEFT does
+    x = backbone.token_embedding(ids[None].astype("int32"))
+    x = x + backbone.segment_embedding(np.zeros((1, p), "int32"))
+    norm = backbone.get_layer("embeddings_layer_norm")
+    return keras.ops.convert_to_numpy(norm(x))[0]
+
+
+def _prefix(task, config, name, tokenizer):
+    layers = blocks(task.backbone)
+    encoder = PrefixEncoder(len(layers), config.num_virtual_tokens, layers[0].hidden_dim,
+                            config.prefix_hidden_dim if config.prefix_projection else None,
+                            dtype=layers[0].dtype_policy, name=f"{name}_prefix_encoder")
+    encoder.build()
+    attach(task.backbone, f"peft_prefix_{name}", encoder)
+    for i, block in enumerate(layers):
+        adapter_set(block.self_attention, "prefix").add(
+            name, PrefixKeyValues(encoder, i, block.num_heads, dtype=block.dtype_policy, name=f"{name}_prefix_{i}"))
+
+
+_BUILDERS = {"lora": _lora, "adalora": _lora, "houlsby": _adapters, "pfeiffer": _adapters, "prompt": _prompt,
+             "prefix": _prefix}
+
+
+# ------------------------------------------------------------------------------------------- the adapters held
+def hook_points(task):
+    """Every `(owner_layer, attribute, AdapterSet)` of the task's backbone that holds an adapter."""
+    found = []
+    for block in blocks(task.backbone):
+        owners = [(block, ("attention_adapter", "feedforward_adapter", "prompt")),
+                  (block.self_attention, ("prefix",))]
+        owners += [(dense, ("peft",)) for dense in (block.self_attention.qkv_dense, block.self_attention.output_dense,
+                                                    block.intermediate_dense, block.output_dense)]
+        for owner, attributes in owners:
+            for attribute in attributes:
+                held = getattr(owner, attribute, None)
+                if held is not None:
+                    found.append((owner, attribute, held))
+    return found
+
+
+def adapter_layers(task, name):
+    """The layers of adapter `name`: its updates at every hook point, its prefix encoder, its rank allocator."""
+    layers = [held.get(name) for _, _, held in hook_points(task) if name in held.names]
+    for owner, attribute in ((task.backbone, f"peft_prefix_{name}"), (task, f"peft_allocator_{name}")):
+        if getattr(owner, attribute, None) is not None:
+            layers.append(getattr(owner, attribute))
+    return layers
+
+
+def adapter_variables(task, name, trainable_only=False):
+    """The variables of adapter `name`, without duplicates (a prefix encoder is shared by every layer)."""
+    seen, out = set(), []
+    for layer in adapter_layers(task, name):
+        for v in layer.trainable_weights if trainable_only else layer.weights:
+            if id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+    return out
+
+
+def head_variables(task):
+    """The task's own variables: everything outside its backbone (and outside every adapter)."""
+    inside = {id(v) for v in task.backbone.weights}
+    for name in getattr(task, "peft_adapters", None) or {}:
+        inside |= {id(v) for v in adapter_variables(task, name)}
+    return [v for v in task.weights if id(v) not in inside]
+
+
+def active_adapter(task):
+    return getattr(task, "peft_active", None)
+
+
+def active_config(task):
+    """The active adapter's `PeftConfig`, or None."""
+    name = active_adapter(task)
+    return None if name is None else as_config(task.peft_adapters[name])
+
+
+def set_adapter(task, name):
+    """Makes adapter `name` active (None: the bare base model), swapping in its task head, and sets what trains.
+
+    The task head trained with an adapter belongs to it (HF PEFT's `modules_to_save`): switching keeps each
+    adapter's head values and restores them when it is active again.
+    """
+    adapters = getattr(task, "peft_adapters", None) or {}
+    if name is not None and name not in adapters:
+        raise ValueError(f"no adapter {name!r} on {task.name}; applied: {sorted(adapters)}")
+    previous = active_adapter(task)
+    heads = dict(getattr(task, "peft_heads", None) or {})
+    head = head_variables(task)
+    if previous != name:  # (the bare model's head is kept under None)
+        heads[previous] = [v.numpy() for v in head]
+        for v, value in zip(head, heads.get(name, ())):
+            v.assign(value)
+    for _, _, held in hook_points(task):
+        if held.merged:
+            raise ValueError(f"unmerge adapter {held.active!r} before switching adapters")
+        held.active = name if name in held.names else None
+    prompt_length = 0
+    if name is not None and adapters[name]["method"] == "prompt":
+        prompt_length = adapters[name]["num_virtual_tokens"]
+    layers = blocks(task.backbone)
+    for block in layers:
+        block.prompt_length = prompt_length
+        block.drop_prompt = False
+    layers[-1].drop_prompt = bool(prompt_length)
+    object.__setattr__(task, "peft_heads", heads)
+    object.__setattr__(task, "peft_active", name)
+    set_trainable(task)
+    _forget_compiled(task)
+    return task
+
+
+def set_trainable(task):
+    """Freezes every variable except the active adapter's and what its `also_train` names."""
+    config, name = active_config(task), active_adapter(task)
+    if config is None:
+        for v in task.weights:
+            v.trainable = True
+        for adapter in getattr(task, "peft_adapters", None) or {}:
+            for v in adapter_variables(task, adapter):
+                v.trainable = False
+        return
+    keep = {id(v) for v in adapter_variables(task, name) if not _is_state(v)}
+    if "head" in config.also_train:
+        keep |= {id(v) for v in head_variables(task)}
+    for layer in task.backbone._flatten_layers():
+        if "layer_norm" in config.also_train and isinstance(layer, keras.layers.LayerNormalization):
+            keep |= {id(v) for v in layer.weights}
+    if "bias" in config.also_train:
+        keep |= {id(v) for v in task.backbone.weights if v.name in ("bias", "beta")}
+    for v in task.weights:
+        v.trainable = id(v) in keep
+
+
+def _is_state(variable):
+    """AdaLoRA's bookkeeping (EMAs, rank pattern): variables of the adapter that never train."""
+    return variable.path.split("/")[-1].startswith(("ema_", "rank_pattern", "budget"))
+
+
+def _forget_compiled(task):
+    # Python-level switches (active adapter, merged, prompt length) are read when a step is traced.
+    task.reset_compiled_functions()
+
+
+def parameter_counts(task):
+    """`{"trainable", "total", "peft", "trainable_percent"}`: counted over variables, as HF PEFT's
+    `print_trainable_parameters` (total includes every adapter's parameters but not AdaLoRA's bookkeeping;
+    `peft` is the active adapter's own)."""
+    count = lambda vs: int(sum(np.prod(v.shape) for v in vs))  # noqa: E731
+    name = active_adapter(task)
+    peft = count(v for v in adapter_variables(task, name) if not _is_state(v)) if name else 0
+    trainable, total = count(task.trainable_weights), count(v for v in task.weights if not _is_state(v))
+    return {"trainable": trainable, "total": total, "peft": peft, "trainable_percent": 100.0 * trainable / total}
+
+
+# ------------------------------------------------------------------------------------------ merge and unmerge
+def merge(task):
+    """Folds the active LoRA / AdaLoRA update into the frozen kernels (outputs unchanged, no extra matmuls)."""
+    _fold(task, +1.0)
+
+
+def unmerge(task):
+    """Subtracts a merged update back out of the kernels, so adapters can be switched or trained again."""
+    _fold(task, -1.0)
+
+
+def _fold(task, sign):
+    config = active_config(task)
+    if config is None or config.method not in ("lora", "adalora"):
+        raise ValueError(f"merge/unmerge needs an active LoRA or AdaLoRA adapter, the active one is "
+                         f"{active_adapter(task)!r} ({config.method if config else 'none'})")
+    for dense, attribute, held in hook_points(task):
+        if attribute != "peft" or held.active is None:
+            continue
+        if held.merged == (sign > 0):
+            raise ValueError(f"adapter {held.active!r} is already {'merged' if sign > 0 else 'unmerged'}")
+        delta = held.get().delta_kernel(dense.kernel.shape[0])
+        dense.kernel.assign(dense.kernel + sign * keras.ops.cast(delta, dense.kernel.dtype))
+        held.merged = sign > 0
+    _forget_compiled(task)
+
+
+# ------------------------------------------------------------------------------- hooks of the training step
+def allocator(task):
+    """The active adapter's AdaLoRA `RankAllocator`, or None."""
+    name = active_adapter(task)
+    return None if name is None else getattr(task, f"peft_allocator_{name}", None)
+
+
+def regularization_loss(task):
+    """The active method's extra loss term (AdaLoRA's weighted orthogonality penalty), or None."""
+    found = allocator(task)
+    return None if found is None else found.regularization()
+
+
+def after_step(task, grads, variables, step):
+    """Runs in the training step after the optimizer update (AdaLoRA's importance EMAs and rank allocation)."""
+    found = allocator(task)
+    if found is not None:
+        found.update(step, {id(v): g for g, v in zip(grads, variables) if g is not None})
+
+
+def step_summaries(task):
+    """Scalars to log at each logging step (AdaLoRA: `budget` and every matrix's current rank)."""
+    found = allocator(task)
+    return {} if found is None else found.summaries()
+
+
+def remove_adapter(task, name, activate=None):
+    """Deletes adapter `name` (its updates, prefix encoder, rank allocator and stored head) and activates
+    `activate` (None: the bare base model)."""
+    if active_adapter(task) == name:
+        set_adapter(task, None)
+    for _, _, held in hook_points(task):
+        if name in held.names:
+            detach(held, f"adapter_{name}")
+            held.names.remove(name)
+    for owner, attribute in ((task.backbone, f"peft_prefix_{name}"), (task, f"peft_allocator_{name}")):
+        if getattr(owner, attribute, None) is not None:
+            detach(owner, attribute)
+    adapters = dict(task.peft_adapters)
+    adapters.pop(name, None)
+    object.__setattr__(task, "peft_adapters", adapters)
+    getattr(task, "peft_heads", {}).pop(name, None)
+    set_adapter(task, activate)

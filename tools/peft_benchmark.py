@@ -68,7 +68,7 @@ def _step_seconds(run_dir):
 def run_row(name, config, steps, out, extra):
     run_dir = Path(out) / name
     keys = {k: v.format(tinit=steps // 10, tfinal=steps // 5) for k, v in ROWS[name].items()}
-    keys.update({"trainer.steps": str(steps), "trainer.eval_every": str(steps),
+    keys.update({"trainer.steps": str(steps), "trainer.warmup_ratio": "0.06", "trainer.eval_every": str(steps),
                  "trainer.checkpoint_every": str(steps), "output_dir": str(run_dir)})
     settings = [f"{k}={v}" for k, v in keys.items()] + list(extra)
     log = run_dir.parent / f"{name}.log"

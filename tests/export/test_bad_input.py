@@ -28,7 +28,7 @@ def test_every_signature_answers_every_bad_batch(served):
             elif value.dtype.kind == "f":
                 assert np.isfinite(value).all(), (name, signature, key)
         seen.add((name, signature))
-    assert len(seen) == 13  # 7 exports; every encoder also has `embed`
+    assert len(seen) == 16  # 9 exports (2 with PEFT adapters); every encoder also has `embed`
 
 
 def _bad(served, name, batch_name="bad"):

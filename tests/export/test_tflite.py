@@ -14,8 +14,15 @@ L = builders.SEQUENCE_LENGTH
 
 @pytest.fixture(scope="module")
 def classifier():
+    import keras
+
+    from tests.conftest import TEST_SEED
+
+    keras.utils.set_random_seed(TEST_SEED)  # a module fixture: not reset by the per-test seed fixture
     tokenizer = builders.wordpiece()
-    task = builders.spread_head(tfm.tasks.TextClassifier(builders.bert(tokenizer), 3), "logits")
+    # The pooler spread too, so an untrained model's answers vary between texts (checked below).
+    backbone = builders.spread_head(builders.bert(tokenizer), "pooled_dense")
+    task = builders.spread_head(tfm.tasks.TextClassifier(backbone, 3), "logits")
     return task, tokenizer
 
 

@@ -102,3 +102,46 @@ def test_adalora_resumes_its_rank_allocation_from_a_checkpoint(tmp_path):
 
 def test_an_experiment_config_without_peft_has_none():
     assert ExperimentConfig().peft is None
+
+
+def test_mixed_precision_trainer_step_trains_the_float32_adapter(tmp_path):
+    cfg = TrainerConfig(steps=2, batch_size=3, learning_rate=3e-2, warmup_steps=0, log_every=1, eval_every=1000,
+                        checkpoint_every=1000, peak_flops=1e11, mixed_precision="mixed_bfloat16")
+    trainer = Trainer(cfg, str(tmp_path), lambda: tfm.peft.apply(classifier(), method="lora", rank=2),
+                      lambda b, c: _dataset(b, c), verbose=False)
+    task = trainer.model
+    assert task.backbone.dtype_policy.name == "mixed_bfloat16"
+    before = [v.numpy() for v in task.weights]
+    trainer.train()
+    assert _moved(task, before) == {v.path for v in task.trainable_weights}
+    assert {v.dtype for v in task.trainable_weights} == {"float32"}
+
+
+def test_peft_config_section_trains_exports_the_adapter_and_a_merged_saved_model(tmp_path, capsys):
+    """`tfm train` with a `peft:` section, then `tfm export --format adapter` and `--merge-adapter`."""
+    from tests.export.references import classify
+    from tests.training.test_finetune import _config, _sst2_slice
+    from tfm.cli import main
+    from tfm.training.config import from_dict, to_dict
+    from tfm.training.experiment import load_run
+
+    train, dev = _sst2_slice(tmp_path, 200, 40)
+    raw = to_dict(_config(tmp_path, "text_classifier", [train], [dev], data={"format": "tsv"},
+                          trainer={"steps": 4, "eval_every": 4, "checkpoint_every": 4}))
+    raw["peft"] = {"method": "lora", "rank": 2, "targets": ["query", "value", "intermediate"]}
+    cfg = from_dict(ExperimentConfig, raw)
+    from tfm.training.experiment import run_experiment
+
+    run_experiment(cfg, verbose=True)
+    assert "trainable params: " in capsys.readouterr().out
+    run = load_run(cfg.output_dir)
+    assert core.active_config(run.task).targets == ["query", "value", "intermediate"]
+    assert main(["export", cfg.output_dir, str(tmp_path / "adapter"), "--format", "adapter"]) == 0
+    assert main(["export", cfg.output_dir, str(tmp_path / "served"), "--merge-adapter"]) == 0
+    adapter = tmp_path / "adapter" / "adapter_model.safetensors"
+    assert adapter.stat().st_size < 4 * core.parameter_counts(run.task)["trainable"] + 4096
+    served = tf.saved_model.load(str(next((tmp_path / "served").iterdir())))
+    texts = ["a gorgeous , witty film", "the plot is dull and lifeless", ""]
+    out = served.signatures["serving_default"](text=tf.constant(texts))
+    expected = classify(run.task, run.tokenizer, texts, cfg.data.sequence_length)  # the unmerged live model
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)

@@ -104,7 +104,7 @@ class Trainer:
         self._peft = peft_core.active_adapter(self.model) is not None
         self._peft_step = self._peft and peft_core.allocator(self.model) is not None
         self.parameter_counts = peft_core.parameter_counts(self.model)
-        if self.verbose:
+        if self.verbose and self._peft:  # as HF PEFT's print_trainable_parameters
             c = self.parameter_counts
             print(f"trainable params: {c['trainable']:,} || all params: {c['total']:,} || trainable%: "
                   f"{c['trainable_percent']:.4f}")

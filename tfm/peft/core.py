@@ -239,7 +239,7 @@ def set_adapter(task, name):
     object.__setattr__(task, "peft_heads", heads)
     object.__setattr__(task, "peft_active", name)
     set_trainable(task)
-    _forget_compiled(task)
+    task.reset_compiled_functions()  # the active adapter / merged state is read when a step is traced
     return task
 
 
@@ -268,11 +268,6 @@ def set_trainable(task):
 def _is_state(variable):
     """AdaLoRA's bookkeeping (EMAs, rank pattern): variables of the adapter that never train."""
     return variable.path.split("/")[-1].startswith(("ema_", "rank_pattern", "budget"))
-
-
-def _forget_compiled(task):
-    # Python-level switches (active adapter, merged, prompt length) are read when a step is traced.
-    task.reset_compiled_functions()
 
 
 def parameter_counts(task):
@@ -310,7 +305,7 @@ def _fold(task, sign):
         delta = held.get().delta_kernel(dense.kernel.shape[0])
         dense.kernel.assign(dense.kernel + sign * keras.ops.cast(delta, dense.kernel.dtype))
         held.merged = sign > 0
-    _forget_compiled(task)
+    task.reset_compiled_functions()  # the active adapter / merged state is read when a step is traced
 
 
 # ------------------------------------------------------------------------------- hooks of the training step

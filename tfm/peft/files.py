@@ -18,7 +18,7 @@ import numpy as np
 from tfm.convert.hf_weights import Entry, export_entries, load_entries
 from tfm.errors import InputError
 from tfm.peft import core
-from tfm.peft.sites import blocks
+from tfm.peft.sites import blocks, projection
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 _HF_TARGETS = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
@@ -46,8 +46,8 @@ def _tfm_entries(task, name, with_head):
         if name not in held.names:
             continue
         update, key = held.get(name), f"{owners[id(owner)]}.{attribute}"
-        parts = [(f"{key}.{n}", u) for n, u in zip(update.slice_names, (u for u, _, _ in update.updates()))] \
-            if hasattr(update, "updates") else [(key, update)]
+        parts = [(f"{key}.{n}", u) for n, u in update.by_name().items()] if hasattr(update, "by_name") \
+            else [(key, update)]
         for prefix, layer in parts:
             entries += [Entry(f"{prefix}.{v.name}", v) for v in layer.weights]
     allocator = getattr(task, f"peft_allocator_{name}", None)
@@ -72,8 +72,7 @@ def _hf_entries(task, name, config, with_head):
     entries = []
     for index, block in enumerate(blocks(task.backbone)):
         for target in config.targets:
-            dense = _dense_for(block, target)
-            update = dict(zip(dense.peft.get(name).slice_names, (u for u, _, _ in dense.peft.get(name).updates())))
+            update = projection(block, target)[0].peft.get(name).by_name()
             prefix = f"base_model.model.bert.encoder.layer.{index}.{_HF_TARGETS[target]}"
             entries += [Entry(f"{prefix}.lora_A.weight", update[target].lora_a, transpose=True),
                         Entry(f"{prefix}.lora_B.weight", update[target].lora_b, transpose=True)]
@@ -84,12 +83,6 @@ def _hf_entries(task, name, config, with_head):
         entries += [Entry("base_model.model.classifier.weight", logits.kernel, transpose=True),
                     Entry("base_model.model.classifier.bias", logits.bias)]
     return entries
-
-
-def _dense_for(block, target):
-    from tfm.peft.sites import projection
-
-    return projection(block, target)[0]
 
 
 def _hf_config(task, config):

@@ -79,6 +79,10 @@ class SlicedUpdate(keras.layers.Layer):
     def updates(self):
         return [(getattr(self, f"update_{name}"), start, end) for name, start, end in self.slices]
 
+    def by_name(self):
+        """Slice name (a LoRA target) -> its update layer."""
+        return {name: getattr(self, f"update_{name}") for name in self.slice_names}
+
     def call(self, x, training=None):
         parts, position = [], 0
         lead = ops.shape(x)[:-1]

@@ -209,13 +209,13 @@ class Trainer:
             loss_sum, weight_sum = self.model.loss_sums(y, y_pred, sample_weight)
             # fp16: loss-scale the per-token mean, not the sum (whose 2**15-scaled gradients overflow fp16);
             # the sum's gradients are restored in float32 below.
-            per_token = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-            unit = tf.stop_gradient(tf.maximum(weight_sum, 1.0)) if per_token else 1.0
-            scaled = self.optimizer.scale_loss(loss_sum / unit) if per_token else loss_sum
+            objective = loss_sum
             extra = peft_core.regularization_loss(self.model) if self._peft else None
             if extra is not None:  # a per-step mean term: weighted so the division by the global weight undoes it
-                scaled = scaled + extra * tf.stop_gradient(weight_sum) / unit * (
-                    self.optimizer.scale_loss(1.0) if per_token else 1.0)
+                objective = objective + extra * tf.stop_gradient(weight_sum)
+            per_token = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+            unit = tf.stop_gradient(tf.maximum(weight_sum, 1.0)) if per_token else 1.0
+            scaled = self.optimizer.scale_loss(objective / unit) if per_token else objective
         variables = self.model.trainable_variables
         grads = tape.gradient(scaled, variables)
         # Unused weights (e.g. BERT's pooler under MLM) get zero gradients so replicas can all-reduce.

@@ -14,7 +14,8 @@ from tfm.recipes.base import TaskRecipe
 from tfm.recipes.text_classifier import TextClassifierRecipe
 
 TFM = Path(__file__).resolve().parents[1] / "tfm"
-TASK_CLASSES = {"TextClassifier", "TokenClassifier", "SpanQA", "MaskedLM", "CausalLM", "MultipleChoice"}
+TASK_CLASSES = {"TextClassifier", "TokenClassifier", "SpanQA", "MaskedLM", "CausalLM", "MultipleChoice",
+                "TextEmbedder"}
 # Weight formats map each class to its counterpart in another library (DESIGN: they live in tfm/convert/),
 # and the TFLite writer refuses what it cannot convert: neither chooses a task's behaviour.
 ALLOWED = {"convert/keras_hub.py", "export/tflite.py"}
@@ -29,7 +30,7 @@ def test_every_registered_task_has_a_complete_recipe():
     from tfm.tasks import Task
 
     assert list(recipes.RECIPES) == ["masked_lm", "causal_lm", "text_classifier", "token_classifier", "span_qa",
-                                     "multiple_choice"]
+                                     "multiple_choice", "text_embedder"]
     for name in recipes.RECIPES:
         recipe = recipes.get_recipe(name)
         assert recipe.name == name and issubclass(recipe.task_class(), Task) and recipe.formats

@@ -34,7 +34,7 @@ _select_tensorflow_backend()
 # TensorFlow C++ start-up chatter (CUDA probes, oneDNN notices) hides real output; users can still set it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-_SUBPACKAGES = ("layers", "models", "tasks", "data", "training", "export", "convert", "metrics", "peft")
+_SUBPACKAGES = ("layers", "models", "tasks", "data", "training", "export", "convert", "metrics", "peft", "retrieval")
 
 
 def __getattr__(name):

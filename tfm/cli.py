@@ -18,7 +18,7 @@ from tfm.errors import InputError
 
 # Modules whose `add_commands(subparsers)` adds more subcommands; they must not import TensorFlow at import
 # time (each parser sets `func`, called with the parsed args, returning an exit code or None).
-COMMAND_MODULES = ("tfm.benchmark",)
+COMMAND_MODULES = ("tfm.benchmark", "tfm.retrieval.commands")
 
 # Errors a user fixes (a file, key or value named in the message): one line and exit status 2, no traceback.
 USER_ERRORS = (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,

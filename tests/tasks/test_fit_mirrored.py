@@ -1,7 +1,8 @@
 """`model.fit` under MirroredStrategy (2 logical CPUs) equals a single-device fit with the same global batch.
 
-Both tasks train with `compile()` defaults (AdamW, cross-entropy, accuracy) on real SST-2 text from the tfm
-pipelines. The logical CPUs must be split before TensorFlow initialises its devices, so the fits run in a
+MaskedLM and CausalLM train with `compile()` defaults (AdamW, cross-entropy, accuracy) on real SST-2 text from
+the tfm pipelines; TextEmbedder with `loss="contrastive"`, whose in-batch negatives are gathered across the
+replicas, so its loss too must equal the single-device loss on the global batch. The logical CPUs must be split before TensorFlow initialises its devices, so the fits run in a
 fresh interpreter: this file is also the script (`python test_fit_mirrored.py OUT.npz`).
 
 XLA: `Task.compile` passes `jit_compile=True` explicitly. Keras 3.15's fit then XLA-compiles one function
@@ -22,16 +23,22 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GLOBAL_BATCH, STEPS, LEARNING_RATE = 8, 6, 1e-3
+TASKS = ("mlm", "clm", "embed")
 
 
 def _batches(task, tokenizer, texts):
     """STEPS fixed global batches (masks drawn once, seeded), as numpy: both fits see exactly these."""
     import tensorflow as tf
 
-    from tfm.data import clm_dataset, mlm_dataset
+    from tfm.data import clm_dataset, contrastive_dataset, mlm_dataset
 
     if task == "mlm":
         ds = mlm_dataset(texts, tokenizer, 24, GLOBAL_BATCH, max_predictions=4, seed=0, drop_remainder=True)
+    elif task == "embed":  # pairs: a sentence and its first half; weights so fit's batches carry (x, y, w)
+        pairs = tf.data.Dataset.from_tensor_slices(
+            {"text": texts, "text_pair": [" ".join(t.split()[: max(1, len(t.split()) // 2)]) for t in texts]})
+        ds = contrastive_dataset(pairs, tokenizer, 16, GLOBAL_BATCH, drop_remainder=True).map(
+            lambda x, y: (x, y, tf.ones_like(y, tf.float32)))
     else:
         ds = clm_dataset(texts, tokenizer, 16, GLOBAL_BATCH)
     parts = list(ds.take(STEPS).as_numpy_iterator())
@@ -46,6 +53,8 @@ def _model(task, vocabulary_size):
                   max_sequence_length=32, dropout=0.0)  # no dropout: replicas would draw different masks
     if task == "mlm":
         return tfm.tasks.MaskedLM(tfm.models.BertBackbone(**kwargs))
+    if task == "embed":
+        return tfm.tasks.TextEmbedder(tfm.models.BertBackbone(**kwargs))
     return tfm.tasks.CausalLM(tfm.models.GptBackbone(**kwargs))
 
 
@@ -58,12 +67,15 @@ def _fit(task, vocabulary_size, data, initial, strategy, **compile_kwargs):
         model = _model(task, vocabulary_size)
         model.set_weights(initial)
         # Task.compile defaults (loss, metrics, XLA) with a learning rate that moves a tiny model in 6 steps.
-        model.compile(optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=0.01), **compile_kwargs)
+        # The embedder trains with its contrastive loss (in-batch negatives gathered across the replicas).
+        loss = {"loss": "contrastive"} if task == "embed" else {}
+        model.compile(optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=0.01), **loss, **compile_kwargs)
     dataset = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(GLOBAL_BATCH)  # no shuffle: same order
     # One step per epoch: history["loss"][i] is the loss of step i (on the weights before it).
     history = model.fit(dataset.repeat(), steps_per_epoch=1, epochs=STEPS, verbose=0).history
     replicas = [[np.asarray(r) for r in strategy.experimental_local_results(v.value)] for v in model.weights]
-    return np.array(history["loss"]), np.array(history["accuracy"]), replicas, model._jit_compile
+    accuracy = history.get("accuracy", np.zeros(STEPS))  # the embedder has no default metric
+    return np.array(history["loss"]), np.array(accuracy), replicas, model._jit_compile
 
 
 def main(out_path):
@@ -81,7 +93,7 @@ def main(out_path):
     tokenizer = WordPieceTokenizer.train(texts, 400)
     mirrored = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
     results = {"replicas": np.array(mirrored.num_replicas_in_sync)}
-    for task in ("mlm", "clm"):
+    for task in TASKS:
         data = _batches(task, tokenizer, texts)
         keras.utils.set_random_seed(0)
         initial = _model(task, tokenizer.vocabulary_size).get_weights()
@@ -117,7 +129,7 @@ def fits(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["mlm", "clm"])
+@pytest.mark.parametrize("task", TASKS)
 def test_mirrored_fit_matches_single_device(fits, task):
     assert int(fits["replicas"]) == 2
     assert bool(fits[f"{task}_single_jit"]) and not bool(fits[f"{task}_mirrored_jit"])  # see the docstring

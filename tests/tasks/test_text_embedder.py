@@ -148,10 +148,10 @@ def test_fit_with_default_cosine_loss_moves_embeddings_towards_targets():
 def test_config_round_trip_and_keras_file_keep_arguments_and_outputs():
     x = _inputs()
     model = TextEmbedder(_backbone(), pooling="max", normalize=False, tokenizer=WordPieceTokenizer(VOCAB),
-                         sequence_length=10)
+                         sequence_length=10, scale=5.0, symmetric=True)
     config = model.get_config()
     assert {k: config[k] for k in TextEmbedder.TASK_ARGS} == {"pooling": "max", "normalize": False,
-                                                              "sequence_length": 10}
+                                                              "sequence_length": 10, "scale": 5.0, "symmetric": True}
     assert "tokenizer" not in config  # a loader sets it
     rebuilt = TextEmbedder.from_config(config)
     rebuilt.set_weights(model.get_weights())

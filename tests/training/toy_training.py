@@ -1,4 +1,5 @@
-"""A few deterministic training steps of MaskedLM and CausalLM, for the distributed tests.
+"""A few deterministic training steps of MaskedLM, CausalLM and TextEmbedder (in-batch negatives gathered across
+replicas), for the distributed tests.
 
 Run as a script: `python -m tests.training.toy_training MODE OUT.npz`, MODE in
 `single` (default strategy), `mirrored` (2 logical CPUs), `multi_worker` (TF_CONFIG set by the caller).
@@ -14,7 +15,7 @@ import tensorflow as tf
 
 GLOBAL_BATCH = 8
 STEPS = 4
-TASKS = ("mlm", "clm", "mlm_adalora", "clm_prefix")
+TASKS = ("mlm", "clm", "mlm_adalora", "clm_prefix", "embed")
 
 
 def toy_dataset(task, per_replica_batch, ctx, n=64):
@@ -22,6 +23,19 @@ def toy_dataset(task, per_replica_batch, ctx, n=64):
     task = task.split("_")[0]
     rng = np.random.default_rng(0)
     ids = rng.integers(5, 60, (n, 12)).astype("int32")
+    if task == "embed":  # contrastive pairs: the positive is the anchor with 4 tokens replaced
+        positives = ids.copy()
+        positives[:, 4:8] = rng.integers(5, 60, (n, 4))
+        ds = tf.data.Dataset.from_tensor_slices((ids, positives))
+        if ctx is not None and ctx.num_input_pipelines > 1:
+            ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+
+        def stack(anchors, positives):  # the contrastive layout: (B, 2, T), labels unused zeros
+            rows = tf.stack([anchors, positives], 1)
+            x = {"token_ids": rows, "segment_ids": tf.zeros_like(rows), "padding_mask": tf.ones_like(rows)}
+            return x, tf.zeros(tf.shape(anchors)[:1], tf.int32)
+
+        return ds.repeat().batch(per_replica_batch, drop_remainder=True).map(stack)
     if task == "mlm":
         positions = np.stack([rng.choice(12, 3, replace=False) for _ in range(n)]).astype("int32")
         labels = np.take_along_axis(ids, positions, 1)
@@ -50,10 +64,10 @@ def model_fn(task):
                               total_step=STEPS, delta_t=1)
     if task.endswith("_prefix"):
         return tfm.peft.apply(model_fn(task[:-7]), method="prefix", num_virtual_tokens=3)
-    if task == "mlm":
+    if task in ("mlm", "embed"):
         backbone = tfm.models.BertBackbone(vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=16,
                                            intermediate_dim=32, max_sequence_length=16, dropout=0.0)
-        return tfm.tasks.MaskedLM(backbone)
+        return tfm.tasks.MaskedLM(backbone) if task == "mlm" else tfm.tasks.TextEmbedder(backbone)
     backbone = tfm.models.GptBackbone(vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=16,
                                       intermediate_dim=32, max_sequence_length=16, dropout=0.0)
     return tfm.tasks.CausalLM(backbone)

@@ -66,6 +66,24 @@ class EncoderModule(ServingModule):
         return {"embed": tf.function(self.embed, input_signature=[STRINGS]).get_concrete_function()}
 
 
+class TextEmbedderModule(ServingModule):
+    """`text` -> `embedding` float32 `(B, hidden_dim)`: the TextEmbedder's own pooling and normalization (so a
+    dot product of two rows is their cosine similarity when the task normalizes)."""
+
+    task_name = "text_embedder"
+
+    def embed(self, text):
+        return {"embedding": tf.cast(self.model(self._encode(text), training=False), tf.float32)}
+
+    def signatures(self):
+        embed = tf.function(self.embed, input_signature=[STRINGS]).get_concrete_function()
+        return {"serving_default": embed, "embed": embed}
+
+    def metadata(self):
+        return {**super().metadata(), "inputs": ["text"], "pooling": self.model.pooling,
+                "normalize": self.model.normalize}
+
+
 class TextClassifierModule(EncoderModule):
     """`text` (and `text_pair`) -> `label`, `label_name`, `probabilities` (or `predictions` for regression).
 

@@ -27,6 +27,7 @@ RECIPES = {
     "token_classifier": "tfm.recipes.token_classifier:TokenClassifierRecipe",
     "span_qa": "tfm.recipes.span_qa:SpanQARecipe",
     "multiple_choice": "tfm.recipes.multiple_choice:MultipleChoiceRecipe",
+    "text_embedder": "tfm.recipes.text_embedder:TextEmbedderRecipe",
 }
 
 _LOADED = {}

@@ -17,6 +17,8 @@ class TextClassifierRecipe(LabelledRecipe):
         super().validate_config(cfg)
         from tfm.training.config_core import _require
 
+        _require(cfg.task.pooling in ("pooler", "mean"), "task.pooling",
+                 f"must be 'pooler' or 'mean' for task.name=text_classifier, got {cfg.task.pooling!r}")
         names, classes = cfg.task.label_names, cfg.task.num_classes
         if names is not None:
             _require(classes == len(names), "task.label_names", f"has {len(names)} names but num_classes is {classes}")

@@ -4,9 +4,15 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfm.tasks.contrastive import MultipleNegativesRankingLoss, contrastive_losses, in_batch_accuracy
 from tfm.tasks.task import Task
 
 POOLINGS = ("mean", "cls", "max")
+
+
+def _is_integer(y):
+    dtype = y.dtype if hasattr(y, "dtype") else np.asarray(y).dtype
+    return "int" in keras.backend.standardize_dtype(dtype)
 
 
 @keras.saving.register_keras_serializable(package="tfm")
@@ -66,9 +72,15 @@ class TextEmbedder(Task):
     embeddings with its BERT weights alone. `embed` tokenizes raw texts with the `tokenizer` attribute, which
     is not part of `get_config` (a loader sets it, or pass `tokenizer=`).
 
-    `compile()` has no label loss to default to: `loss="auto"` is `keras.losses.CosineSimilarity` against target
-    vectors (`fit(x, target_embeddings)`, e.g. to distill a teacher's embeddings; the loss is -cos, in
-    [-1, 1]), and there are no default metrics.
+    Two training objectives, chosen by the labels:
+    - in-batch contrastive (`compile(loss="contrastive")`, and what `tfm train` runs): inputs `(B, k, T)`,
+      each example's anchor, positive (and hard negative) side by side, which embed to `(B, k, H)`; labels
+      int zeros `(B,)` (`tfm.data.contrastive_dataset` builds both); see `tfm.tasks.contrastive`
+      (sentence-transformers' MultipleNegativesRankingLoss, negatives gathered across replicas).
+    - cosine to target vectors (`loss="auto"`, `fit(x, target_embeddings)`, e.g. to distill a teacher's
+      embeddings; the loss is -cos, in [-1, 1]).
+    `loss_sums` (the Trainer's loss) takes the contrastive one for integer labels, the cosine one for float
+    target vectors. There are no default metrics.
 
     Args:
         backbone: a `tfm.models.BertBackbone` (anything with `sequence_output` and a `padding_mask` input).
@@ -76,6 +88,8 @@ class TextEmbedder(Task):
         normalize: bool, L2-normalize the vectors (then a dot product is the cosine similarity).
         tokenizer: optional `tfm.data` Tokenizer (with cls/sep/pad ids) for `embed`.
         sequence_length: int, most tokens per text in `embed` (including [CLS]/[SEP]).
+        scale: float, the contrastive loss's cosine multiplier (sentence-transformers' 20).
+        symmetric: bool, the contrastive loss also ranks anchors for each positive (averaged).
 
     Example:
     >>> embedder = TextEmbedder(tfm.models.BertBackbone.from_preset("bert_tiny", vocabulary_size=100))
@@ -87,10 +101,13 @@ class TextEmbedder(Task):
     ((2, 128), dtype('float32'), [1.0, 1.0])
     """
 
-    TASK_ARGS = ("pooling", "normalize", "sequence_length")
+    TASK_ARGS = ("pooling", "normalize", "sequence_length", "scale", "symmetric")
     DEFAULT_LEARNING_RATE = 2e-5  # sentence-transformers' fine-tuning default
+    # The contrastive loss all-gathers candidates across replicas: a collective XLA cannot compile per replica.
+    GATHERS_ACROSS_REPLICAS = True
 
-    def __init__(self, backbone, pooling="mean", normalize=True, tokenizer=None, sequence_length=128, **kwargs):
+    def __init__(self, backbone, pooling="mean", normalize=True, tokenizer=None, sequence_length=128, scale=20.0,
+                 symmetric=False, **kwargs):
         inputs = dict(backbone.input)
         if "padding_mask" not in inputs:
             raise ValueError(f"TextEmbedder needs a backbone with a 'padding_mask' input, got inputs {sorted(inputs)}")
@@ -101,46 +118,78 @@ class TextEmbedder(Task):
         self.pooling = pooling
         self.normalize = bool(normalize)
         self.sequence_length = int(sequence_length)
+        self.scale = float(scale)
+        self.symmetric = bool(symmetric)
         self.tokenizer = tokenizer
 
     def compile(self, optimizer="auto", loss="auto", weighted_metrics="auto", **kwargs):
-        """`Task.compile` where `loss="auto"` is the cosine-similarity loss against target vectors, no metrics.
+        """`Task.compile` with the embedder's two losses by name, no metrics.
 
         Args:
             optimizer: `"auto"` for AdamW at `DEFAULT_LEARNING_RATE`, or any Keras optimizer.
-            loss: `"auto"` for `keras.losses.CosineSimilarity()`: the mean over the batch of
-                `-cos(embedding, target)` (targets `(B, hidden_dim)` need not be normalized).
+            loss: `"contrastive"` for `MultipleNegativesRankingLoss(self.scale, self.symmetric)` on
+                `contrastive_dataset` batches; `"auto"` for `keras.losses.CosineSimilarity()`: the mean over
+                the batch of `-cos(embedding, target)` (targets `(B, hidden_dim)` need not be normalized).
             weighted_metrics: `"auto"` for none.
         """
-        if loss == "auto":
+        if loss == "contrastive":
+            loss = MultipleNegativesRankingLoss(self.scale, self.symmetric)
+        elif loss == "auto":
             loss = keras.losses.CosineSimilarity()
         if weighted_metrics == "auto":
             weighted_metrics = None
         super().compile(optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, **kwargs)
 
     def loss_sums(self, y, y_pred, sample_weight=None):
-        """`(sum of weighted -cos(y_pred, y), sum of weights)`: the default `fit` loss as sums for the Trainer.
+        """`(sum of weighted per-example losses, sum of weights)` for the Trainer.
 
         Args:
-            y: float target vectors `(B, hidden_dim)`.
-            y_pred: float32 embeddings `(B, hidden_dim)`.
+            y: int `(B,)` (contrastive: `y_pred` is `(B, k, hidden_dim)`, zero-weight examples also leave
+                the softmaxes; the values are not read) or float target vectors `(B, hidden_dim)` (-cos).
+            y_pred: float32 embeddings.
             sample_weight: optional float `(B,)`.
         """
-        y_pred = ops.cast(y_pred, "float32")
-        losses = keras.losses.cosine_similarity(ops.cast(y, "float32"), y_pred)
-        weight = ops.ones_like(losses)
+        labels = _is_integer(y)
+        batch = ops.shape(y)[0]
+        weight = ops.ones((batch,), "float32")
         if sample_weight is not None:
             weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+        if labels:
+            losses = contrastive_losses(y_pred, self.scale, self.symmetric, weight)
+        else:
+            losses = keras.losses.cosine_similarity(ops.cast(y, "float32"), ops.cast(y_pred, "float32"))
         return ops.sum(losses * weight), ops.sum(weight)
 
     def metric_sums(self, y, y_pred, sample_weight=None):
-        """Evaluation sums: `loss` and `weight` (there is no accuracy for vectors)."""
+        """Evaluation sums: `loss` and `weight`, and for contrastive batches `accuracy` (the anchor's nearest
+        candidate in its batch is its positive)."""
         loss, weight = self.loss_sums(y, y_pred, sample_weight)
-        return {"loss": loss, "weight": weight}
+        sums = {"loss": loss, "weight": weight}
+        if _is_integer(y):
+            w = ops.ones((ops.shape(y)[0],), "float32") if sample_weight is None else ops.reshape(
+                ops.cast(sample_weight, "float32"), (-1,))
+            sums["accuracy"] = ops.sum(in_batch_accuracy(y_pred, w) * w)
+        return sums
 
     def metrics_from_sums(self, sums):
-        """`{"loss": mean -cos}` from (globally reduced) `metric_sums`."""
-        return {"loss": float(sums["loss"]) / max(float(sums["weight"]), 1e-12)}
+        """`{"loss": mean loss[, "accuracy": in-batch top-1]}` from (globally reduced) `metric_sums`."""
+        weight = max(float(sums["weight"]), 1e-12)
+        return {key: float(sums[key]) / weight for key in ("loss", "accuracy") if key in sums}
+
+    def call(self, inputs, training=None, mask=None):
+        """`(B, T)` inputs -> `(B, H)` vectors; `(B, k, T)` (contrastive batches) -> `(B, k, H)`, every text
+        embedded on its own."""
+        ids = inputs["token_ids"]
+        if len(ids.shape) != 3:
+            return super().call(inputs, training=training, mask=mask)
+        texts = ids.shape[1]
+        flat = {name: ops.reshape(value, (-1, ops.shape(value)[-1])) for name, value in inputs.items()}
+        vectors = super().call(flat, training=training)
+        return ops.reshape(vectors, (-1, texts, ops.shape(vectors)[-1]))
+
+    def reset_compiled_functions(self):
+        super().reset_compiled_functions()
+        self._embed_function = None
 
     def _pack(self, ids):
         """Model inputs for ragged token ids `(B, None)`: `[CLS] tokens [SEP]`, truncated to `sequence_length`,
@@ -192,8 +241,10 @@ class TextEmbedder(Task):
             return out
         ids = self.tokenizer.tokenize(texts)
         order = np.argsort(-ids.row_lengths().numpy(), kind="stable")
+        if getattr(self, "_embed_function", None) is None:  # one trace serves every padded length
+            self._embed_function = tf.function(lambda x: self(x, training=False), reduce_retracing=True)
         for start in range(0, len(texts), int(batch_size)):
             rows = order[start:start + int(batch_size)]
             x = self._pack(tf.gather(ids, rows))
-            out[rows] = np.asarray(ops.convert_to_numpy(self(x, training=False)), "float32")
+            out[rows] = np.asarray(self._embed_function(x), "float32")
         return out

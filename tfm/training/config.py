@@ -144,7 +144,11 @@ class TaskConfig(_Config):
     mask_rate: float = 0.15
     whole_word_masking: bool = False
     tagging_scheme: Literal["IOB2", "IOBES"] = "IOB2"
-    pooling: Literal["pooler", "mean"] = "pooler"  # text_classifier: BERT's [CLS] pooler, or the mean of the tokens
+    # text_classifier: BERT's [CLS] pooler or the mean of the tokens; text_embedder: mean, cls or max (no pooler)
+    pooling: Literal["pooler", "mean", "cls", "max"] = "pooler"
+    normalize: bool = True  # text_embedder: L2-normalized vectors
+    scale: float = 20.0  # text_embedder: cosine similarities times this in the in-batch softmax
+    symmetric: bool = False  # text_embedder: also rank the anchors for each positive (averaged)
     lstm_units: Optional[int] = None  # token_classifier: a BiLSTM of this many units per direction before the tags
     next_sentence: bool = False  # masked_lm: add the next-sentence head and sentence-pair data
     num_choices: Optional[int] = None  # multiple_choice: default from the training data
@@ -162,6 +166,7 @@ class TaskConfig(_Config):
         _check(self, "num_choices", *_POSITIVE, optional=True)
         _check(self, "num_labels lstm_units", *_POSITIVE, optional=True)
         _check(self, "mask_rate", lambda v: 0.0 < v < 1.0, "in (0, 1)")
+        _check(self, "scale", *_POSITIVE)
         names = self.label_names
         if names is not None:
             _require(len(set(names)) == len(names) > 0, "label_names", f"must be unique and non-empty, got {names!r}")
@@ -231,6 +236,7 @@ class DataConfig(_Config):
     format: Literal["text", "jsonl", "tsv", "csv", "conll", "squad", "tfds"] = "text"
     text_column: str = "text"
     text_pair_column: Optional[str] = None
+    negative_column: Optional[str] = None  # text_embedder: a hard negative per pair
     label_column: str = "label"
     header: bool = True
     sequence_length: int = 128

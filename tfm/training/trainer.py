@@ -227,6 +227,11 @@ class Trainer:
     def _replica_fn(self, fn):
         """`fn` XLA-compiled once per replica device: a compiled function captures the variables of the
         replica that traced it, so MirroredStrategy replicas cannot share one."""
+        if self.strategy.num_replicas_in_sync > 1 and getattr(self.model, "GATHERS_ACROSS_REPLICAS", False):
+            # A loss that gathers across replicas (TextEmbedder's in-batch negatives) syncs the replicas inside
+            # the forward pass (a merge_call), which neither an XLA program nor a nested tf.function can hold:
+            # it runs in the step's own graph.
+            return fn
         ctx = tf.distribute.get_replica_context()
         # The replica's id is a constant where replicas trace separately (MirroredStrategy); elsewhere (TPU) it
         # is a tensor and one function serves. (`ReplicaContext.devices` is deprecated.)

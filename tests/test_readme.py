@@ -60,3 +60,19 @@ def test_readme_peft_example():
     again = tfm.tasks.TextClassifier.from_preset("pypi://all-MiniLM-L6-v2", num_classes=2, pooling="mean")
     tfm.peft.load_adapter(again, namespace["adapter"])
     assert tfm.peft.parameter_counts(again)["peft"] == 73_728
+
+
+@pytest.mark.slow
+def test_readme_faq_example():
+    namespace = {}
+    exec(compile(readme_block("faq"), "README.md[faq]", "exec"), namespace)
+    answers = namespace["answers"]
+    assert [a["source_id"] for a in answers[:2]] == ["password", "shipping"]
+    assert [a["answered"] for a in answers] == [True, True, False] and answers[2]["answer"] == ""
+    # The scores the README quotes (all-MiniLM-L6-v2 cosine similarities).
+    assert [round(a["score"], 2) for a in answers] == [0.78, 0.65, 0.15]
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(namespace["export_dir"]))
+    out = served.signatures["answer"](question=tf.constant(["do you take credit cards?", "tell me a joke"]))
+    assert out["source_id"].numpy()[0] == b"payment" and out["answered"].numpy().tolist() == [True, False]

@@ -27,7 +27,6 @@ index directory in the contract's layout, memory-mapped by `Index.load`, searche
 
 import argparse
 import csv
-import importlib.util
 import inspect
 import json
 import os
@@ -143,17 +142,16 @@ def bm25_row(corpus, corpus_ids, queries_by_benchmark, latency_queries):
     return rankings, speed, settings
 
 
-def load_embedder(source):
-    """The index helper's loader (`tfm.retrieval.commands.load_embedder`) when it exists, else
-    `TextEmbedder.from_preset(source)`."""
-    if importlib.util.find_spec("tfm.retrieval.commands") is not None:
-        from tfm.retrieval import commands
+def load_embedder(source, sequence_length=None):
+    """`tfm.retrieval.load_embedder(source)` (a preset or a text_embedder run dir), embedding at most
+    `sequence_length` tokens per text when given (default: the embedder's own: 256 for all-MiniLM-L6-v2, a run's
+    `data.sequence_length`)."""
+    from tfm.retrieval import load_embedder as load
 
-        if hasattr(commands, "load_embedder"):
-            return commands.load_embedder(source)
-    from tfm.tasks import TextEmbedder
-
-    return TextEmbedder.from_preset(source)
+    embedder = load(source)
+    if sequence_length:
+        embedder.sequence_length = int(sequence_length)
+    return embedder
 
 
 def embedder_row(embedder, corpus, corpus_ids, queries_by_benchmark, latency_queries, batch_size=64):
@@ -266,7 +264,7 @@ def million_row(dtype, size=1_000_000, dim=384, queries=200, seed=0):
 
 
 def run_benchmark(rows, benchmarks=("kjv", "es"), embedders=None, bm25=True, max_queries=None,
-                  latency_queries=200, batch_size=64, log=print):
+                  latency_queries=200, batch_size=64, log=print, sequence_length=None):
     """Quality and speed of each row on each benchmark. `embedders`: {name: TextEmbedder or SOURCE string}.
 
     Returns `{"results": [{"benchmark", "model", metrics...}], "speed": {model: {...}}, "settings": {...},
@@ -291,9 +289,9 @@ def run_benchmark(rows, benchmarks=("kjv", "es"), embedders=None, bm25=True, max
         if source is None:
             rankings, speed, report["settings"]["bm25"] = bm25_row(corpus, corpus_ids, queries, latency_queries)
         else:
-            embedder = load_embedder(source) if isinstance(source, (str, Path)) else source
+            embedder = load_embedder(source, sequence_length) if isinstance(source, (str, Path)) else source
             if isinstance(source, (str, Path)):
-                report["settings"][name] = {"source": str(source)}
+                report["settings"][name] = {"source": str(source), "sequence_length": embedder.sequence_length}
             rankings, speed = embedder_row(embedder, corpus, corpus_ids, queries, latency_queries, batch_size)
         report["speed"][name] = speed
         for b in benchmarks:
@@ -351,6 +349,8 @@ def main(argv=None):
     parser.add_argument("--max-queries", type=int, default=None)
     parser.add_argument("--latency-queries", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--sequence-length", type=int, default=None,
+                        help="tokens per text for every embedder (default: each embedder's own)")
     parser.add_argument("--million", default="", help="storage dtypes for the 1M-vector latency, e.g. float32,int8")
     parser.add_argument("--output", type=Path, default=None, help="JSON report (markdown beside it unless --markdown)")
     parser.add_argument("--markdown", type=Path, default=None)
@@ -363,7 +363,8 @@ def main(argv=None):
     print(f"{report['machine']['cpu']}, {report['machine']['logical_cores']} logical cores")
     report.update(run_benchmark(read_split(path), [b for b in args.benchmarks.split(",") if b],
                                 dict(args.embedder), bm25=not args.no_bm25, max_queries=args.max_queries,
-                                latency_queries=args.latency_queries, batch_size=args.batch_size))
+                                latency_queries=args.latency_queries, batch_size=args.batch_size,
+                                sequence_length=args.sequence_length))
     report["million"] = []
     for dtype in [d for d in args.million.split(",") if d]:
         print(f"[1M x 384 {dtype}] writing and searching")

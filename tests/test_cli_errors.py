@@ -186,7 +186,7 @@ def test_help_imports_no_tensorflow():
     assert done.stdout.count("usage: tfm") == 8
     shown = subprocess.run([TFM, "--help"], capture_output=True, text=True, timeout=120)
     assert (shown.returncode, shown.stderr) == (0, "")
-    assert "{train,vocab,quickstart,evaluate,bench,export,predict}" in shown.stdout
+    assert "{train,vocab,quickstart,evaluate,bench,index,export,predict}" in shown.stdout
 
 
 def _env_without_tf_logging():

@@ -48,6 +48,7 @@ ZH_TAGS = ["O"] + [f"{p}-{t}" for t in ("PER", "ORG", "LOC") for p in "BI"]  # t
 SIZES = {
     "bert_base_mlm.yaml": ("masked_lm", 12, 12, 768, 3072, 512, 30522, None, None),
     "bert_tiny_mlm.yaml": ("masked_lm", 2, 2, 128, 512, 512, 8000, None, None),
+    "bible_retrieval_tiny.yaml": ("text_embedder", 2, 2, 128, 512, 512, 16000, None, None),
     "chnsenticorp.yaml": ("text_classifier", 2, 2, 128, 512, 512, 6000, ["negative", "positive"], None),
     "conll2003.yaml": ("token_classifier", 4, 2, 128, 512, 512, 8000, CONLL_TAGS, None),
     "gpt2_small_clm.yaml": ("causal_lm", 12, 12, 768, 3072, 1024, 50257, None, None),
@@ -68,6 +69,8 @@ def _keras_hub_reference(task, layers, heads, hidden, intermediate, positions, v
         backbone = keras_hub.models.GPT2Backbone(**sizes)
         return keras_hub.models.GPT2CausalLM(backbone, preprocessor=None, compile=False), 0
     backbone = keras_hub.models.BertBackbone(**sizes)
+    if task == "text_embedder":  # pooling only: no weights beyond the backbone
+        return backbone, 0
     if task == "masked_lm":
         return keras_hub.models.BertMaskedLM(backbone, preprocessor=None, compile=False), 0
     if task == "text_classifier":
@@ -81,6 +84,7 @@ def _keras_hub_reference(task, layers, heads, hidden, intermediate, positions, v
 # Configs that start from pretrained weights: the architecture is the checkpoint's (all-MiniLM-L6-v2: 6 layers,
 # 12 heads, width 384, feed-forward 1536, 512 positions, 30,522 tokens), the head is new.
 PRETRAINED = {
+    "bible_retrieval.yaml": ("text_embedder", 6, 12, 384, 1536, 512, 30522, None, None),
     "conll2003_minilm.yaml": ("token_classifier", 6, 12, 384, 1536, 512, 30522, CONLL_TAGS, None),
     "sst2_minilm.yaml": ("text_classifier", 6, 12, 384, 1536, 512, 30522, ["negative", "positive"], None),
     "sst2_minilm_lora.yaml": ("text_classifier", 6, 12, 384, 1536, 512, 30522, ["negative", "positive"], None),

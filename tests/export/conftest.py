@@ -34,7 +34,7 @@ GREEDY = {"max_new_tokens": MAX_NEW, "temperature": 0.0, "top_k": 0, "top_p": 1.
 HUGE = ("Paris 北京 Müller Москва ﷺ 🙂 the film, ok. " * 3000)[:100_000]
 INVALID = b"caf\xc3\xa9 \xff\xfe broken \xc3"
 MIXED = "English, 中文, العربية, हिन्दी, Ελληνικά and emoji 🙂🙃"
-BAD_BATCHES = {"bad": ["", HUGE, INVALID, MIXED], "one": [INVALID], "empty": [""],
+BAD_BATCHES = {"bad": ["", HUGE, INVALID, MIXED], "one": [INVALID], "empty": [""], "none": [],
                "many": [(TEXTS + [MIXED])[i % (len(TEXTS) + 1)] for i in range(256)]}
 
 

@@ -61,6 +61,12 @@ class SpanQAModule(EncoderModule):
         return x, example, tf.stack([packed_begin, packed_end], axis=-1)
 
     def answer(self, question, context):
+        # The window search indexes the first window, which an empty batch does not have.
+        empty = {"answer": tf.zeros([0], tf.string), "score": tf.zeros([0], tf.float32),
+                 "start": tf.zeros([0], tf.int32), "end": tf.zeros([0], tf.int32)}
+        return tf.cond(tf.size(question) > 0, lambda: self._answer(question, context), lambda: empty)
+
+    def _answer(self, question, context):
         question, context = clean_text(question), clean_text(context)
         x, example, offsets = self.windows(question, context)
         outputs = self.model(x, training=False)

@@ -328,3 +328,23 @@ def randomize_weights(model, seed=0):
     rng = np.random.default_rng(seed)
     for w in model.weights:
         w.assign(rng.normal(0.0, 0.2, size=w.shape).astype(w.dtype))
+
+
+def run_standalone(requests, workdir, timeout=600):
+    """Runs `requests` (`[{"dir", "signature", "inputs"}]`) through tests/export/standalone_runner.py in a fresh
+    process that imports only tensorflow + tensorflow_text; returns its `{"results", "forbidden_modules"}`."""
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    workdir = Path(workdir)
+    with open(workdir / "requests.pkl", "wb") as f:
+        pickle.dump(requests, f)
+    runner = Path(__file__).parent / "export" / "standalone_runner.py"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, str(runner), str(workdir / "requests.pkl"), str(workdir / "results.pkl")],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(workdir / "results.pkl", "rb") as f:
+        return pickle.load(f)

@@ -2,18 +2,14 @@
 imports only tensorflow + tensorflow_text (`standalone_runner.py`). Tests compare those answers with the
 live models (`references.py`) and check the bad-input answers."""
 
-import os
-import pickle
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tfm
 from tests.export import builders
+from tests.helpers import run_standalone
 from tfm.export import export_saved_model
 
 L = builders.SEQUENCE_LENGTH
@@ -138,15 +134,7 @@ def served(tmp_path_factory):
     parity, bad = _parity_requests(), _bad_requests(signatures)
     requests = [{"dir": str(dirs[n]), "signature": s, "inputs": i} for n, s, i in parity]
     requests += [{"dir": str(dirs[n]), "signature": s, "inputs": i} for n, s, i, _ in bad]
-    with open(root / "requests.pkl", "wb") as f:
-        pickle.dump(requests, f)
-    runner = Path(__file__).with_name("standalone_runner.py")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, str(runner), str(root / "requests.pkl"), str(root / "results.pkl")],
-                          capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with open(root / "results.pkl", "rb") as f:
-        out = pickle.load(f)
+    out = run_standalone(requests, root, timeout=900)
     results = out["results"]
     answers = {}
     for (name, _, _), result in zip(parity, results):

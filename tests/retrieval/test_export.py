@@ -2,16 +2,12 @@
 tensorflow_text (`tests/export/standalone_runner.py`), against `Index.search`, `RetrieveThenRead` and
 `FaqAnswerer` in this process."""
 
-import os
-import pickle
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import run_standalone
 from tests.retrieval.test_grounded import FAQ, IDS, PASSAGES, QUESTIONS, READER, tiny_models
 from tfm.export import read_metadata
 from tfm.export.retrieval import export_retrieval
@@ -69,15 +65,7 @@ def served(tmp_path_factory):
         ("reader", "answer", {"question": _strings([])}),
         ("faq", "search", {"query": _strings([])}),
     ]
-    with open(root / "requests.pkl", "wb") as f:
-        pickle.dump([{"dir": dirs[n], "signature": s, "inputs": i} for n, s, i in requests], f)
-    runner = Path(__file__).parents[1] / "export" / "standalone_runner.py"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, str(runner), str(root / "requests.pkl"), str(root / "results.pkl")],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with open(root / "results.pkl", "rb") as f:
-        out = pickle.load(f)
+    out = run_standalone([{"dir": dirs[n], "signature": s, "inputs": i} for n, s, i in requests], root)
     for (name, signature, _), result in zip(requests, out["results"]):
         assert "error" not in result, (name, signature, result.get("error"))
     return {"tok": tok, "embedder": embedder, "reader": reader, "passages": passages, "faq": faq,

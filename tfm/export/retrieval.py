@@ -17,17 +17,14 @@ needs only `tensorflow` and `import tensorflow_text`, like the other exports. Si
 `serving_default` is `answer` when there is one, else `search`.
 """
 
-import json
 import os
-import shutil
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from tfm.errors import InputError
-from tfm.export.saved_model import FORMAT_VERSION, METADATA_FILE, next_version
+from tfm.export.saved_model import FORMAT_VERSION, new_version, save_module
 from tfm.export.serving import STRINGS, ServingModule
 from tfm.export.span_qa import SpanQAModule
 from tfm.export.text_ops import GraphTokenizer, clean_text
@@ -167,12 +164,7 @@ def export_retrieval(index, embedder, path, reader=None, reader_tokenizer=None, 
     answers = None
     if reader is None and any(answer_field in r for r in index.records):
         answers = faq_answers(index, answer_field)  # InputError naming a record without an answer
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    version = next_version(path) if version is None else int(version)
-    target = path / str(version)
-    if target.exists():
-        raise FileExistsError(f"{target} exists; pass another version")
+    path, version = new_version(path, version)
     with tempfile.TemporaryDirectory() as scratch:
         assets = os.path.join(scratch, "assets")
         reader_module = None
@@ -184,22 +176,6 @@ def export_retrieval(index, embedder, path, reader=None, reader_tokenizer=None, 
         module = RetrievalModule(embedder, GraphTokenizer(embedder.tokenizer, os.path.join(assets, "embedder")),
                                  index.vectors(), index.ids, index.texts, k, answers=answers, threshold=threshold,
                                  reader=reader_module)
-        signatures = module.signatures()
         metadata = {**module.metadata(), "format_version": FORMAT_VERSION, "tokenizer": embedder.tokenizer.kind,
-                    "index": index.metadata, "signatures": {}}
-        for name, function in signatures.items():
-            specs = function.structured_input_signature[0]
-            metadata["signatures"][name] = {
-                "inputs": {spec.name: [spec.dtype.name, spec.shape.as_list()] for spec in specs},
-                "outputs": sorted(function.structured_outputs),
-            }
-        metadata_file = os.path.join(assets, METADATA_FILE)
-        with open(metadata_file, "w", encoding="utf-8") as f:
-            json.dump(metadata, f, indent=2, default=str)
-        module.metadata_file = tf.saved_model.Asset(metadata_file)
-        # Write beside the target and rename, as export_saved_model: TF Serving never sees a half-written version.
-        staging = path / f".tmp-{version}"
-        shutil.rmtree(staging, ignore_errors=True)
-        tf.saved_model.save(module, str(staging), signatures=signatures)
-        os.replace(staging, target)
-    return target
+                    "index": index.metadata}
+        return save_module(module, path, version, assets, metadata)

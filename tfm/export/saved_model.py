@@ -80,12 +80,7 @@ def export_saved_model(task, tokenizer, path, sequence_length=128, label_names=N
         >>> export_saved_model(clf, tokenizer, "exported/sst2", label_names=["neg", "pos"])  # doctest: +SKIP
         PosixPath('exported/sst2/1')
     """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    version = next_version(path) if version is None else int(version)
-    target = path / str(version)
-    if target.exists():
-        raise FileExistsError(f"{target} exists; pass another version")
+    path, version = new_version(path, version)
     with tempfile.TemporaryDirectory() as scratch:
         from tfm.recipes import recipe_for_model
 
@@ -93,23 +88,42 @@ def export_saved_model(task, tokenizer, path, sequence_length=128, label_names=N
         module = serving_module(task, tokenizer, os.path.join(scratch, "assets"), sequence_length,
                                 label_names=label_names, recipe=recipe, **options)
         metadata = {**module.metadata(), "task": recipe.name, "format_version": FORMAT_VERSION,
-                    "tokenizer": tokenizer.kind, "signatures": {}}
-        signatures = module.signatures()
-        for name, function in signatures.items():
-            specs = function.structured_input_signature[0]  # positional specs, named after the arguments
-            metadata["signatures"][name] = {
-                "inputs": {spec.name: [spec.dtype.name, spec.shape.as_list()] for spec in specs},
-                "outputs": sorted(function.structured_outputs),
-            }
-        metadata_file = os.path.join(scratch, "assets", METADATA_FILE)
-        with open(metadata_file, "w", encoding="utf-8") as f:
-            json.dump(metadata, f, indent=2)
-        module.metadata_file = tf.saved_model.Asset(metadata_file)
-        # Write beside the target and rename: TF Serving must never see a half-written version.
-        staging = path / f".tmp-{version}"
-        shutil.rmtree(staging, ignore_errors=True)
-        tf.saved_model.save(module, str(staging), signatures=signatures)
-        os.replace(staging, target)
+                    "tokenizer": tokenizer.kind}
+        return save_module(module, path, version, os.path.join(scratch, "assets"), metadata)
+
+
+def new_version(path, version=None):
+    """`(Path(path), version)` for a new export version: `path` created, `version` the next free number when
+    None; an existing version directory is refused (FileExistsError)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    version = next_version(path) if version is None else int(version)
+    if (path / str(version)).exists():
+        raise FileExistsError(f"{path / str(version)} exists; pass another version")
+    return path, version
+
+
+def save_module(module, path, version, assets_dir, metadata):
+    """Writes the serving `module` as `path/<version>/`: `metadata` plus each signature's inputs and outputs go
+    to `assets_dir/tfm_export.json` (an asset of the SavedModel). Returns the version directory."""
+    signatures = module.signatures()
+    metadata = {**metadata, "signatures": {}}
+    for name, function in signatures.items():
+        specs = function.structured_input_signature[0]  # positional specs, named after the arguments
+        metadata["signatures"][name] = {
+            "inputs": {spec.name: [spec.dtype.name, spec.shape.as_list()] for spec in specs},
+            "outputs": sorted(function.structured_outputs),
+        }
+    os.makedirs(assets_dir, exist_ok=True)
+    metadata_file = os.path.join(assets_dir, METADATA_FILE)
+    with open(metadata_file, "w", encoding="utf-8") as f:
+        json.dump(metadata, f, indent=2, default=str)
+    module.metadata_file = tf.saved_model.Asset(metadata_file)
+    # Write beside the target and rename: TF Serving must never see a half-written version.
+    staging, target = path / f".tmp-{version}", path / str(version)
+    shutil.rmtree(staging, ignore_errors=True)
+    tf.saved_model.save(module, str(staging), signatures=signatures)
+    os.replace(staging, target)
     return target
 
 

@@ -59,6 +59,7 @@ class TextEmbedderRecipe(LabelledRecipe):
 
     def score(self, model, cfg, tokenizer, data, label_names=None, batch_size=None):
         """Retrieval over the split: every anchor searches every positive; the relevant one is its own row."""
+        from tfm.retrieval.index import Index
         from tfm.retrieval.metrics import retrieval_scores
 
         rows = list(data.result.dataset.as_numpy_iterator())
@@ -66,10 +67,9 @@ class TextEmbedderRecipe(LabelledRecipe):
         corpus = [r["text_pair"].decode("utf-8") for r in rows]
         embed = embedder_with(model, tokenizer, cfg.data.sequence_length)
         size = batch_size or cfg.trainer.batch_size
-        scores = embed.embed(queries, size) @ embed.embed(corpus, size).T
-        k = min(10, len(corpus))
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        report = retrieval_scores(top.tolist(), [[i] for i in range(len(rows))], ks=(1, 10))
+        index = Index.from_vectors(embed.embed(corpus, size))  # exact top-k, ties to the lower row
+        top = index.search(embed.embed(queries, size), k=10).rows
+        report = retrieval_scores(top, [[i] for i in range(len(rows))], ks=(1, 10))
         report["examples"] = len(rows)
         report["text"] = "".join(f"{key:>12}: {value:.4f}\n" for key, value in report.items() if key != "examples")
         scalars = {key: value for key, value in report.items() if isinstance(value, float)}

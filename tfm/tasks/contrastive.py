@@ -35,11 +35,9 @@ def contrastive_losses(embeddings, scale=20.0, symmetric=False, weight=None):
         weight: optional float `(B,)`; candidates of zero-weight examples (the padding rows of a short
             evaluation batch) are left out of every softmax.
     """
-    vectors = ops.normalize(ops.cast(embeddings, "float32"), axis=-1, epsilon=1e-12)
+    vectors, candidates = _unit_vectors_and_candidates(embeddings)
     batch, columns = ops.shape(vectors)[0], ops.shape(vectors)[1] - 1
     anchors = vectors[:, 0]
-    # Candidates in blocks: every positive, then every first hard negative, ...: (columns * B, H).
-    candidates = ops.reshape(ops.transpose(vectors[:, 1:], (1, 0, 2)), (-1, ops.shape(vectors)[-1]))
     weight = ops.ones((batch,), "float32") if weight is None else ops.cast(ops.reshape(weight, (-1,)), "float32")
     all_candidates, replica = _gather(candidates)
     candidate_weight, _ = _gather(ops.tile(weight, (columns,)))
@@ -56,6 +54,13 @@ def contrastive_losses(embeddings, scale=20.0, symmetric=False, weight=None):
     return (forward + backward) / 2.0
 
 
+def _unit_vectors_and_candidates(embeddings):
+    """L2-normalized `(B, k, H)` vectors, and the candidates in blocks: every positive, then every first hard
+    negative, ...: `(columns * B, H)`."""
+    vectors = ops.normalize(ops.cast(embeddings, "float32"), axis=-1, epsilon=1e-12)
+    return vectors, ops.reshape(ops.transpose(vectors[:, 1:], (1, 0, 2)), (-1, ops.shape(vectors)[-1]))
+
+
 def _cross_entropy(logits, targets, column_weight):
     # A large negative (not -inf) for left-out columns: the target column always has weight on a real row.
     logits = ops.where(ops.expand_dims(column_weight, 0) > 0, logits, -1e9)
@@ -64,9 +69,8 @@ def _cross_entropy(logits, targets, column_weight):
 
 def in_batch_accuracy(embeddings, weight=None):
     """Float32 `(B,)`: 1 where an anchor's most similar candidate of this replica's batch is its positive."""
-    vectors = ops.normalize(ops.cast(embeddings, "float32"), axis=-1, epsilon=1e-12)
+    vectors, candidates = _unit_vectors_and_candidates(embeddings)
     batch = ops.shape(vectors)[0]
-    candidates = ops.reshape(ops.transpose(vectors[:, 1:], (1, 0, 2)), (-1, ops.shape(vectors)[-1]))
     scores = ops.matmul(vectors[:, 0], ops.transpose(candidates))
     if weight is not None:
         columns = ops.shape(vectors)[1] - 1

@@ -93,3 +93,29 @@ def test_text_embedder_config_errors_name_the_key(tmp_path):
     recipe = get_recipe("text_embedder")
     with pytest.raises(InputError, match=r"bad\.tsv:2: expected 3 columns"):
         recipe.read_split(cfg, [str(bad)], "train")
+    with pytest.raises(ConfigError, match=r"data\.text_column.*one column for task\.name='text_classifier'"):
+        from_dict(ExperimentConfig, {"task": {"name": "text_classifier"}, "model": {"family": "bert"},
+                                     "data": {"text_column": ["es", "kjv"]}})
+
+
+def test_score_counts_a_positive_shared_by_several_anchors_once(tmp_path):
+    """Two anchor columns that copy the positive: each query's nearest document is exactly its own positive
+    (cosine 1). Were the corpus one document per example, every second-column query would tie with the
+    first column's copy and lose it (R@1 0.5); as one document per distinct positive, R@1 is 1."""
+    from tfm.data import WordPieceTokenizer
+    from tfm.models import BertBackbone
+    from tfm.recipes import get_recipe
+
+    path = tmp_path / "copies.tsv"
+    path.write_text("id\ta\tb\ten\n" + "".join(f"v{i}\t{t}\t{t}\t{t}\n" for i, t in enumerate(
+        ["one two", "three four", "five six", "seven eight", "nine ten", "red blue"])), encoding="utf-8")
+    cfg = _config(tmp_path)
+    cfg.data.text_column, cfg.data.text_pair_column = ["a", "b"], "en"
+    recipe = get_recipe("text_embedder")
+    recipe.validate_config(cfg)
+    data = recipe.read_split(cfg, [str(path)], "eval")
+    tokenizer = WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + TARGET)
+    backbone = BertBackbone(vocabulary_size=tokenizer.vocabulary_size, num_layers=1, num_heads=2, hidden_dim=16,
+                            intermediate_dim=32, max_sequence_length=16)
+    scalars, report = recipe.score(recipe.build(cfg, backbone), cfg, tokenizer, data)
+    assert report["examples"] == 12 and scalars["recall@1"] == 1.0 and scalars["mrr@10"] == 1.0

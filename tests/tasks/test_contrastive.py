@@ -99,6 +99,20 @@ def test_read_text_pairs_and_contrastive_batches(tmp_path):
         read_text_pairs(str(path), "es", "nope")
 
 
+def test_several_anchor_columns_give_one_pair_each(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("id\tes\tfr\ten\n1\thola\tsalut\thello\n2\tgato\t\tcat\n3\tcasa\tmaison\t\n",
+                    encoding="utf-8")
+    pairs = read_text_pairs(str(path), ["es", "fr"], "en")
+    rows = [(r["text"].decode(), r["text_pair"].decode()) for r in pairs.dataset.as_numpy_iterator()]
+    # Row 2's empty French anchor drops only its own pair; row 3 has no positive, so both of its pairs go.
+    # Column by column: unshuffled batches do not pair "hello" with itself as an in-batch negative.
+    assert rows == [("hola", "hello"), ("gato", "cat"), ("salut", "hello")]
+    assert (pairs.num_examples, pairs.skipped) == (3, {"empty_text": 3})
+    with pytest.raises(InputError, match=r"pairs\.tsv:2: missing column\(s\) \['de'\]"):
+        read_text_pairs(str(path), ["es", "de"], "en")
+
+
 def test_task_embeds_pair_layout_and_fit_learns_to_rank_pairs():
     keras.utils.set_random_seed(3)
     tok = _tokenizer()

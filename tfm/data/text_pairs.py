@@ -18,9 +18,15 @@ def read_text_pairs(path, text_column="text", text_pair_column="text_pair", nega
     Rows with an empty text in a used column are skipped and counted under "empty_text" (a pair with
     nothing on one side teaches nothing and would pool to a zero vector).
 
+    `text_column` may list several anchor columns (e.g. two translations of the same verse): each row then gives
+    one example per anchor column, all with the row's positive (and negative); an empty anchor skips only its
+    own example. The examples come column by column (every row's first anchor, then every row's second), so
+    unshuffled batches do not hold one positive twice (in-batch negatives would count it as a wrong answer).
+
     Args:
-        path: the file. text_column / text_pair_column / negative_column: the anchor, positive and optional
-            hard-negative columns (keys in JSONL). format: "tsv", "csv" or "jsonl" (default: the suffix).
+        path: the file. text_column / text_pair_column / negative_column: the anchor (a column or a list of
+            columns), positive and optional hard-negative columns (keys in JSONL). format: "tsv", "csv" or
+            "jsonl" (default: the suffix).
         header: bool, TSV/CSV starts with a header row. on_error: "raise" or "skip" for malformed rows.
 
     Returns:
@@ -33,15 +39,23 @@ def read_text_pairs(path, text_column="text", text_pair_column="text_pair", nega
     >>> pairs = read_text_pairs(path, "es", "web")
     >>> pairs.num_examples, pairs.skipped
     (1, {'empty_text': 1})
+    >>> _ = open(path, "w").write("id\\tes\\tkjv\\tweb\\n1\\tHola\\tHail\\tHello\\n2\\t\\tFarewell\\tBye\\n")
+    >>> pairs = read_text_pairs(path, ["es", "kjv"], "web")
+    >>> [(r["text"].decode(), r["text_pair"].decode()) for r in pairs.dataset.as_numpy_iterator()], pairs.skipped
+    ([('Hola', 'Hello'), ('Hail', 'Hello'), ('Farewell', 'Bye')], {'empty_text': 1})
     """
     kind = format_of(path, format)
     if kind not in ("tsv", "csv", "jsonl"):
         raise InputError(f"{path}: cannot tell the format from the suffix; pass format='tsv'|'csv'|'jsonl'")
     if not text_pair_column:
         raise InputError(f"{path}: contrastive pairs need data.text_pair_column (the positive's column)")
-    columns = [c for c in (text_column, text_pair_column, negative_column) if c is not None]
+    anchors = [text_column] if isinstance(text_column, str) else list(text_column)
+    if not anchors:
+        raise InputError(f"{path}: data.text_column names no anchor column")
+    others = [c for c in (text_pair_column, negative_column) if c is not None]
+    columns = anchors + others
     problems = _Problems(path, on_error)
-    rows = []
+    rows = [[] for _ in anchors]  # one list per anchor column
     for line_no, row in _table_rows(path, kind, header, None, problems):
         missing = [c for c in columns if c not in row]
         if missing:
@@ -51,17 +65,20 @@ def read_text_pairs(path, text_column="text", text_pair_column="text_pair", nega
         if not all(isinstance(v, str) for v in values):
             problems.bad(line_no, "missing_field", f"columns {columns} must hold strings, got {values!r}"[:200])
             continue
-        if not all(v.strip() for v in values):
-            problems.skip("empty_text")
-            continue
-        rows.append(values)
+        rest = [row[c] for c in others]
+        for column_rows, anchor in zip(rows, (row[c] for c in anchors)):
+            if anchor.strip() and all(v.strip() for v in rest):
+                column_rows.append([anchor] + rest)
+            else:
+                problems.skip("empty_text")
+    rows = [r for column_rows in rows for r in column_rows]
     features = {key: tf.constant([r[i] for r in rows], tf.string, shape=[len(rows)])
-                for i, key in enumerate(COLUMNS[:len(columns)])}
+                for i, key in enumerate(COLUMNS[:1 + len(others)])}
     return ReadResult(tf.data.Dataset.from_tensor_slices(features), len(rows), problems.skipped)
 
 
 def contrastive_dataset(data, tokenizer, sequence_length=128, batch_size=32, shuffle=False, seed=None,
-                        drop_remainder=False, length_buckets=None):
+                        drop_remainder=False, length_buckets=None, shuffle_buffer=10_000):
     """Batches for in-batch contrastive training: `(x, y)`.
 
     `x` packs every text as its own `[CLS] text [SEP]` sequence, an example's texts side by side: int32
@@ -72,7 +89,8 @@ def contrastive_dataset(data, tokenizer, sequence_length=128, batch_size=32, shu
         data: ReadResult of `read_text_pairs`, or a Dataset of its dicts.
         tokenizer: a Tokenizer with cls/sep/pad ids.
         sequence_length, batch_size: ints.
-        shuffle: bool. seed: optional int. drop_remainder: bool (training: every batch the same size).
+        shuffle: bool. seed: optional int. shuffle_buffer: int, examples in the shuffle buffer.
+        drop_remainder: bool (training: every batch the same size).
         length_buckets: optional increasing ints: each batch is cut to the first of these (or
             `sequence_length`) that holds its longest text, so short batches run short (few XLA shapes).
 
@@ -88,7 +106,7 @@ def contrastive_dataset(data, tokenizer, sequence_length=128, batch_size=32, shu
     """
     ds = data.dataset if isinstance(data, ReadResult) else data
     if shuffle:
-        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(max(1, shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     lengths = sorted(set(int(b) for b in (length_buckets or ()) if 0 < int(b) < sequence_length)) + [sequence_length]
 

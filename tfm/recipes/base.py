@@ -19,6 +19,7 @@ class TaskRecipe:
         formats: tuple of str, the `data.format` values whose files this task reads.
         export_options: tuple of str, the `tfm export` options the task's serving module takes.
         tflite: bool, whether `tfm export --format tflite` supports the task.
+        several_text_columns: bool, whether `data.text_column` may list several columns.
     """
 
     name = None
@@ -26,6 +27,7 @@ class TaskRecipe:
     formats = ()
     export_options = ()
     tflite = False
+    several_text_columns = False  # whether data.text_column may be a list of columns
 
     def task_class(self):
         """The `tfm.tasks` class (imported on use: recipes load without TensorFlow)."""
@@ -33,11 +35,14 @@ class TaskRecipe:
 
     def validate_config(self, cfg):
         """Cross-field checks of an ExperimentConfig for this task (raise `ConfigError`)."""
-        if self.family is not None and cfg.model.family != self.family:
-            from tfm.training.config_core import ConfigError
+        from tfm.training.config_core import ConfigError
 
+        if self.family is not None and cfg.model.family != self.family:
             raise ConfigError("model.family", f"must be {self.family!r} for task.name={self.name!r}, "
                                               f"got {cfg.model.family!r}")
+        if not isinstance(cfg.data.text_column, str) and not self.several_text_columns:
+            raise ConfigError("data.text_column", f"must be one column for task.name={self.name!r}, got "
+                                                  f"{cfg.data.text_column!r} (a list is read by text_embedder)")
 
     def build(self, cfg, backbone, label_names=None, num_choices=None):
         """The task model on `backbone`. `label_names` / `num_choices`: from the run's labels.json."""

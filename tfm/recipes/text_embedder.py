@@ -12,6 +12,7 @@ class TextEmbedderRecipe(LabelledRecipe):
     name = "text_embedder"
     family = "bert"
     formats = ("tsv", "csv", "jsonl")
+    several_text_columns = True  # data.text_column: [es, kjv] reads one (anchor, positive) pair per column
 
     def task_class(self):
         from tfm.tasks import TextEmbedder
@@ -46,6 +47,7 @@ class TextEmbedderRecipe(LabelledRecipe):
 
         ds = contrastive_dataset(shard(data.result.dataset, ctx), tokenizer, cfg.data.sequence_length, batch_size,
                                  shuffle=training, seed=cfg.trainer.seed, drop_remainder=training,
+                                 shuffle_buffer=cfg.data.shuffle_buffer,
                                  length_buckets=cfg.data.length_buckets if training else None)
         if training:
             return ds.repeat()
@@ -58,18 +60,20 @@ class TextEmbedderRecipe(LabelledRecipe):
         return texts_of(data.result, ["text", "text_pair"])
 
     def score(self, model, cfg, tokenizer, data, label_names=None, batch_size=None):
-        """Retrieval over the split: every anchor searches every positive; the relevant one is its own row."""
+        """Retrieval over the split: every anchor searches the split's distinct positives; the relevant one is
+        its own. Identical positives are one document (several anchors may share it, e.g. two translations)."""
         from tfm.retrieval.index import Index
         from tfm.retrieval.metrics import retrieval_scores
 
         rows = list(data.result.dataset.as_numpy_iterator())
         queries = [r["text"].decode("utf-8") for r in rows]
-        corpus = [r["text_pair"].decode("utf-8") for r in rows]
+        document = {}  # positive text -> its row in the corpus
+        relevant = [[document.setdefault(r["text_pair"].decode("utf-8"), len(document))] for r in rows]
         embed = embedder_with(model, tokenizer, cfg.data.sequence_length)
         size = batch_size or cfg.trainer.batch_size
-        index = Index.from_vectors(embed.embed(corpus, size))  # exact top-k, ties to the lower row
+        index = Index.from_vectors(embed.embed(list(document), size))  # exact top-k, ties to the lower row
         top = index.search(embed.embed(queries, size), k=10).rows
-        report = retrieval_scores(top, [[i] for i in range(len(rows))], ks=(1, 10))
+        report = retrieval_scores(top, relevant, ks=(1, 10))
         report["examples"] = len(rows)
         report["text"] = "".join(f"{key:>12}: {value:.4f}\n" for key, value in report.items() if key != "examples")
         scalars = {key: value for key, value in report.items() if isinstance(value, float)}

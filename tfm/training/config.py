@@ -15,7 +15,7 @@ import dataclasses
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -234,7 +234,7 @@ class DataConfig(_Config):
     train: list[str] = field(default_factory=list)
     eval: list[str] = field(default_factory=list)
     format: Literal["text", "jsonl", "tsv", "csv", "conll", "squad", "tfds"] = "text"
-    text_column: str = "text"
+    text_column: Union[str, list[str]] = "text"  # a list: text_embedder anchors from several columns
     text_pair_column: Optional[str] = None
     negative_column: Optional[str] = None  # text_embedder: a hard negative per pair
     label_column: str = "label"

@@ -66,8 +66,9 @@ def read_text_pairs(path, text_column="text", text_pair_column="text_pair", nega
             problems.bad(line_no, "missing_field", f"columns {columns} must hold strings, got {values!r}"[:200])
             continue
         rest = [row[c] for c in others]
+        rest_filled = all(v.strip() for v in rest)
         for column_rows, anchor in zip(rows, (row[c] for c in anchors)):
-            if anchor.strip() and all(v.strip() for v in rest):
+            if anchor.strip() and rest_filled:
                 column_rows.append([anchor] + rest)
             else:
                 problems.skip("empty_text")

@@ -27,7 +27,7 @@ class TaskRecipe:
     formats = ()
     export_options = ()
     tflite = False
-    several_text_columns = False  # whether data.text_column may be a list of columns
+    several_text_columns = False
 
     def task_class(self):
         """The `tfm.tasks` class (imported on use: recipes load without TensorFlow)."""

@@ -136,9 +136,9 @@ def test_tiny_run_both_sides_do_the_same_work(tmp_path, capsys):
     from tfm.cli import main
 
     path = tmp_path / "bench.json"
-    assert main(["bench", "--tiny", "--cases", "train_bert_mini,generate_b1", "--json", str(path)]) == 0
+    assert main(["bench", "--tiny", "--cases", "train_bert_mini,generate_b1_int8", "--json", str(path)]) == 0
     results = json.loads(path.read_text())
-    assert [r["name"] for r in results] == ["train_bert_mini", "generate_b1"]
+    assert [r["name"] for r in results] == ["train_bert_mini", "generate_b1_int8"]
     for r in results:
         assert REQUIRED <= set(r)
         assert r["tfm"] > 0 and r["keras_hub"] > 0
@@ -155,8 +155,12 @@ def test_tiny_run_both_sides_do_the_same_work(tmp_path, capsys):
     # 2 rows x 8 new tokens after a 16-token prompt, read back from each library's output mask.
     assert generate["tokens_per_step"] == {"tfm": 16.0, "keras_hub": 16.0}
     assert generate["output_shape"] == {"tfm": [2, 24], "keras_hub": [2, 24]}
-    # float32 weights of the tiny GPT but its position table: tokens 512x32, 2 blocks of 8,544, final LN 64.
-    assert generate["weight_bytes"] == 4 * (512 * 32 + 2 * 8544 + 64) == 134_144
+    # tfm's int8 weight-only GPT (the same code path as float32 but for `quantize`), all weights but the position
+    # table: int8 token rows 512x32 plus a float scale per row; per block int8 kernels 32x96, 32x32, 32x64, 64x32
+    # with float32 scales and biases (96 + 32 + 64 + 32 each) and two LayerNorms; the final LayerNorm.
+    assert generate["weights"] == "int8_weight_only"
+    block = (32 * 96 + 32 * 32 + 32 * 64 + 64 * 32) + 4 * 2 * (96 + 32 + 64 + 32) + 4 * 2 * 64
+    assert generate["weight_bytes"] == (512 * 32 + 4 * 512) + 2 * block + 4 * 64 == 39_680
     out = capsys.readouterr().out
     assert json.loads(out[: out.index("\n\n| case")]) == results  # stdout: the same JSON, then the table
     assert out.rstrip().endswith(format_markdown(results))

@@ -34,6 +34,8 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path):
     modules = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")}
     expected = {p.relative_to(REPO).as_posix() for p in (REPO / "tfm").rglob("*.py")}
     assert modules == expected  # every package of the source tree, tfm/training and tfm/recipes included
+    sources = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("tfm/kernels/") and not n.endswith(".py")}
+    assert sources == {p.relative_to(REPO).as_posix() for p in (REPO / "tfm" / "kernels").glob("*.[ch]*")}
 
     env = tmp_path / "env"
     venv.create(env, with_pip=False)

@@ -34,7 +34,8 @@ _select_tensorflow_backend()
 # TensorFlow C++ start-up chatter (CUDA probes, oneDNN notices) hides real output; users can still set it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-_SUBPACKAGES = ("layers", "models", "tasks", "data", "training", "export", "convert", "metrics", "peft", "retrieval")
+_SUBPACKAGES = ("layers", "models", "tasks", "data", "training", "export", "convert", "metrics", "peft", "retrieval",
+                "compression", "kernels")
 
 
 def __getattr__(name):

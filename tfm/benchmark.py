@@ -26,16 +26,13 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import types
-import warnings
 
 import numpy as np
 
 from tfm.benchmark_report import format_markdown  # noqa: F401  (part of this module's API)
-
-GENERATE_SAMPLER = "greedy"
+from tfm.benchmark_sides import fit_side, generate_sides, trainer_side
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +45,7 @@ class Case:
         batch_size, sequence_length: ints (`sequence_length` is the prompt length when generating).
         new_tokens: int, tokens generated per row (0 for training).
         steps, repeats: ints, training steps (or generate calls) per timed round, and timed rounds.
+        weights: str, tfm's weights: `"float32"`, or a `tfm.compression` mode (KerasHub stays float32).
     """
 
     name: str
@@ -58,6 +56,7 @@ class Case:
     new_tokens: int = 0
     steps: int = 1
     repeats: int = 3
+    weights: str = "float32"
 
     @property
     def metric(self):
@@ -77,6 +76,10 @@ CASES = {
         Case("train_gpt2_small", "gpt", "gpt2_small", batch_size=2, sequence_length=256, steps=2, repeats=3),
         Case("generate_b1", "gpt", "gpt2_small", batch_size=1, sequence_length=16, new_tokens=64, repeats=5),
         Case("generate_b8", "gpt", "gpt2_small", batch_size=8, sequence_length=16, new_tokens=64, repeats=3),
+        Case("generate_b1_int8", "gpt", "gpt2_small", batch_size=1, sequence_length=16, new_tokens=64, repeats=5,
+             weights="int8_weight_only"),
+        Case("generate_b8_int8", "gpt", "gpt2_small", batch_size=8, sequence_length=16, new_tokens=64, repeats=3,
+             weights="int8_weight_only"),
     )
 }
 
@@ -148,123 +151,6 @@ def training_batch(case, config, seed=0):
     return x, np.roll(token_ids, -1, axis=1), padding_mask.astype("float32")
 
 
-def _output_shape(model, x):
-    import keras
-
-    spec = model.compute_output_spec({k: keras.KerasTensor(v.shape, v.dtype) for k, v in x.items()})
-    return list(spec.shape)
-
-
-# ------------------------------------------------------------------------------------------------ contenders
-@dataclasses.dataclass
-class Side:
-    """A timed contender: `run(n)` performs `n` steps (or generate calls) and returns the seconds taken.
-
-    `tokens_per_step` is counted from what the side itself reports (the Trainer's token count, the
-    generated-token mask), so equal values on both sides mean equal work.
-    """
-
-    name: str
-    run: object
-    tokens_per_step: float = 0.0
-    output_shape: list = None
-
-
-def _adamw():
-    import keras
-
-    optimizer = keras.optimizers.AdamW(5e-5, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    return optimizer
-
-
-def fit_side(name, model, batch, jit_compile=True):
-    """`model.fit(jit_compile=...)` on a repeated batch, timed from the first step's start to the last's end."""
-    import keras
-    import tensorflow as tf
-
-    class StepTimer(keras.callbacks.Callback):
-        """Leaves fit's per-call set-up (iterator, callbacks) out, so short rounds are not dominated by it."""
-
-        last = 0
-
-        def on_train_batch_begin(self, batch, logs=None):
-            if batch == 0:
-                self.start = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == self.last:
-                keras.ops.convert_to_numpy(logs["loss"])  # wait for the step (dispatch may be asynchronous)
-                self.end = time.perf_counter()
-
-    model.compile(optimizer=_adamw(), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()], jit_compile=jit_compile)
-    data = tf.data.Dataset.from_tensors(batch).repeat()
-    timer = StepTimer()
-
-    def run(steps):
-        timer.last = steps - 1
-        with warnings.catch_warnings():  # MLM trains no pooler: Keras warns about its missing gradients
-            warnings.filterwarnings("ignore", message="Gradients do not exist")
-            model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
-        return timer.end - timer.start
-
-    return Side(name, run, float(batch[0]["padding_mask"].sum()), _output_shape(model, batch[0]))
-
-
-def trainer_side(name, model, batch, case, mixed_precision="float32"):
-    """`tfm.training.Trainer` steps (the `tfm train` path) on a repeated batch; returns `(side, cleanup)`."""
-    import shutil
-
-    import tensorflow as tf
-
-    from tfm.training.config import TrainerConfig
-    from tfm.training.trainer import Trainer
-
-    config = TrainerConfig(steps=10**9, batch_size=case.batch_size, learning_rate=5e-5, strategy="default",
-                           mixed_precision=mixed_precision, jit_compile=True)
-    run_dir = tempfile.mkdtemp(prefix="tfm_bench_")
-    data = tf.data.Dataset.from_tensors(batch).repeat()
-    trainer = Trainer(config, run_dir, lambda: model, lambda batch_size, context: data, verbose=False)
-    side = Side(name, None, output_shape=_output_shape(model, batch[0]))
-
-    def run(steps):
-        start = time.perf_counter()
-        for _ in range(steps):
-            _, _, tokens = trainer.train_step()
-        side.tokens_per_step = float(tokens)  # the Trainer's own count; converting also waits for the step
-        return time.perf_counter() - start
-
-    side.run = run
-    return side, lambda: shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def generate_sides(ours, theirs, prompt, new_tokens):
-    """Greedy `generate` of both: tfm's `CausalLM.generate` (one compiled prefill + while_loop) and KerasHub's
-    `GPT2CausalLM.generate` on the prompt right-padded to its final length (no preprocessor)."""
-    theirs.compile(sampler=GENERATE_SAMPLER)  # jit_compile defaults to True
-    padded = {"token_ids": np.pad(prompt, [[0, 0], [0, new_tokens]]),
-              "padding_mask": np.pad(np.ones_like(prompt), [[0, 0], [0, new_tokens]])}
-    calls = {"tfm": lambda: ours.generate(prompt, max_new_tokens=new_tokens, sampler=GENERATE_SAMPLER, seed=0),
-             "keras_hub": lambda: theirs.generate(padded, stop_token_ids=None)}
-    sides = []
-    for name, call in calls.items():
-        side = Side(name, None)
-
-        def run(n, side=side, call=call):
-            start = time.perf_counter()
-            for _ in range(n):
-                out = call()  # numpy arrays on both sides: the call has finished
-            elapsed = time.perf_counter() - start
-            side.tokens_per_step = float(np.sum(out["padding_mask"]) - prompt.size)  # generated tokens
-            side.output_shape = list(np.shape(out["token_ids"]))
-            return elapsed
-
-        side.run = run
-        sides.append(side)
-    return sides
-
-
 def alternate(sides, steps, repeats, warmup=1):
     """Per side, the list of per-round rates (tokens/s); rounds alternate the sides, order reversed each round."""
     for side in sides:
@@ -332,6 +218,10 @@ def run_case(case, tiny=False, dtype="float32", warmup=1, log=print, bf16_fit=Fa
     keras.utils.set_random_seed(0)
     config = model_config(case, tiny)
     ours, theirs = build_models(case, config)
+    if case.weights != "float32":
+        from tfm.compression import quantize
+
+        quantize(ours, case.weights)
     cleanup = []
     if case.new_tokens:
         rng = np.random.default_rng(0)
@@ -354,7 +244,7 @@ def run_case(case, tiny=False, dtype="float32", warmup=1, log=print, bf16_fit=Fa
     if len(set(result["tokens_per_step"].values())) != 1:  # the sides did not do the same work
         raise RuntimeError(f"{case.name}: tokens per step differ between sides: {result['tokens_per_step']}")
     if case.new_tokens:
-        result["weight_bytes"] = decode_bytes_per_step(ours)
+        result.update(weight_bytes=decode_bytes_per_step(ours), weights=case.weights)
     else:
         result["flops_per_token"] = flops_per_token(case, config)
     for fn in cleanup:

@@ -68,3 +68,11 @@ def with_adapter(task, seed=1, std=0.5, **peft):
     for variable in tfm.peft.core.adapter_variables(task, "default", trainable_only=True):
         variable.assign(rng.normal(0.0, std, variable.shape).astype("float32"))
     return task
+
+
+def quantized(task, mode, seed=2):
+    """`task` with spread weights (std 0.3, so int8 rounding shows in its answers), quantized to `mode`."""
+    rng = np.random.default_rng(seed)
+    for w in task.weights:
+        w.assign(rng.normal(0.0, 0.3, w.shape).astype("float32"))
+    return tfm.compression.quantize(task, mode)

@@ -67,6 +67,11 @@ def _models():
                                                                                 "transformer_layer_0")), method="prefix", num_virtual_tokens=3,
                                             std=20.0),
                        bpe, {"max_new_tokens": MAX_NEW}),
+        # int8 weights go through the same export path too, with TensorFlow's own ops only.
+        "classifier_int8": (builders.quantized(tasks.TextClassifier(builders.bert(wp), 3), "int8"), wp,
+                            {"label_names": builders.LABEL_NAMES}),
+        "clm_int8": (builders.quantized(tasks.CausalLM(builders.gpt(bpe)), "int8_weight_only"), bpe,
+                     {"max_new_tokens": MAX_NEW}),
     }
 
 
@@ -86,6 +91,8 @@ def _parity_requests():
                   for k, p, seed in ((0, 0.9, 7), (0, 0.9, 7), (0, 0.9, 8), (1, 1.0, 5), (3, 1.0, 9))],
         "classifier_prompt": [("serving_default", {"text": _strings(TEXTS)})],
         "clm_prefix": [("serving_default", {"prompt": _strings(PROMPTS), **_scalars(GREEDY)})],
+        "classifier_int8": [("serving_default", {"text": _strings(TEXTS)})],
+        "clm_int8": [("serving_default", {"prompt": _strings(PROMPTS), **_scalars(GREEDY)})],
     }
     return [(name, signature, inputs) for name, items in requests.items() for signature, inputs in items]
 
@@ -131,7 +138,9 @@ def served(tmp_path_factory):
         dirs[name] = root / "served" / name / built.name
         metadata = tfm.export.read_metadata(dirs[name])
         signatures[name] = {s: spec["inputs"] for s, spec in metadata["signatures"].items()}
-    parity, bad = _parity_requests(), _bad_requests(signatures)
+    # The int8 exports share their signatures' code with the float ones: the bad-input batches run on those.
+    parity = _parity_requests()
+    bad = _bad_requests({name: found for name, found in signatures.items() if not name.endswith("_int8")})
     requests = [{"dir": str(dirs[n]), "signature": s, "inputs": i} for n, s, i in parity]
     requests += [{"dir": str(dirs[n]), "signature": s, "inputs": i} for n, s, i, _ in bad]
     out = run_standalone(requests, root, timeout=900)

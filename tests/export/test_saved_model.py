@@ -1,11 +1,16 @@
 """SavedModels that take raw text: a fresh process with only tensorflow + tensorflow_text answers as the
-live models do (see conftest.py for the exports and requests)."""
+live models do (see conftest.py for the exports and requests); bad input through every signature of every export
+(empty, 100,000 characters, invalid UTF-8, mixed scripts; batches of 1 and 256): no error, one answer per row,
+valid UTF-8 strings, offsets that slice the (cleaned) input, truncation as documented; and `tfm predict`'s
+`Predictor` on the same exports. Every test of the `served` exports lives in this file, so the exports are built
+once per test run (pytest-xdist's loadfile keeps a file on one worker)."""
 
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +19,8 @@ import tensorflow as tf
 import tfm
 from tests.export import builders, conftest, references
 from tfm.export import export_saved_model, latest_version_dir, read_metadata
+from tfm.export.latency import measure_latency
+from tfm.export.predict import Predictor, format_prediction
 
 L = builders.SEQUENCE_LENGTH
 
@@ -145,6 +152,20 @@ def test_peft_adapters_export_and_match_their_live_models(served):
     assert bare_ids != ids
 
 
+def test_int8_models_export_and_match_their_live_models(served):
+    """W8A8 and weight-only int8 models serve from SavedModels made of TensorFlow's own ops (no tfm op)."""
+    task, tokenizer, _ = served.models["classifier_int8"]
+    out = _ok(served.answer("classifier_int8"))
+    np.testing.assert_allclose(out["probabilities"], references.classify(task, tokenizer, conftest.TEXTS, L),
+                               atol=1e-5)
+    task, tokenizer, _ = served.models["clm_int8"]
+    greedy = _ok(served.answer("clm_int8"))
+    ids, _ = references.generate(task, tokenizer, conftest.PROMPTS, L - conftest.MAX_NEW, conftest.MAX_NEW)
+    assert [row[:n].tolist() for row, n in zip(greedy["token_ids"], greedy["num_tokens"])] == ids
+    graph = (served.dirs["clm_int8"] / "saved_model.pb").read_bytes()
+    assert b"TfmInt8MatMul" not in graph and b"int8" in graph.lower()
+
+
 def test_saved_model_cli_lists_the_signatures(served):
     cli = Path(sys.executable).with_name("saved_model_cli")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -193,3 +214,114 @@ def test_export_rejects_what_it_cannot_serve(tmp_path):
     with pytest.raises(ValueError, match="no mask token"):
         export_saved_model(tfm.tasks.MaskedLM(builders.bert(byte_pair)), byte_pair, tmp_path, sequence_length=16)
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+# ------------------------------------------------------------------------------------- bad input
+def _cleaned(value):
+    raw = value if isinstance(value, bytes) else value.encode("utf-8")
+    return raw.decode("utf-8", "replace")
+
+
+def test_every_signature_answers_every_bad_batch(served):
+    seen = set()
+    for name, signature, batch_name, feed, result in served.bad:
+        assert "error" not in result, (name, signature, batch_name, result.get("error"))
+        rows = len(conftest.BAD_BATCHES[batch_name])
+        for key, value in result.items():
+            assert value.shape[0] == rows, (name, signature, key, value.shape)
+            if value.dtype == object:  # every string output is valid UTF-8
+                for item in value.reshape(-1):
+                    try:
+                        item.decode("utf-8")
+                    except UnicodeDecodeError as error:
+                        raise AssertionError((name, signature, batch_name, key, item)) from error
+            elif value.dtype.kind == "f":
+                assert np.isfinite(value).all(), (name, signature, key)
+        seen.add((name, signature))
+    assert len(seen) == 16  # 9 exports (2 with PEFT adapters); every encoder also has `embed`
+
+
+def _bad(served, name, batch_name="bad"):
+    return next(r for n, s, b, _, r in served.bad if n == name and s == "serving_default" and b == batch_name)
+
+
+def test_offsets_slice_the_cleaned_input_and_long_text_is_truncated(served):
+    texts = [_cleaned(t) for t in conftest.BAD_BATCHES["bad"]]
+    tags = _bad(served, "tagger")
+    for n, text in enumerate(texts):
+        count = tags["num_entities"][n]
+        for value, start, end in zip(tags["entity_text"][n][:count], tags["entity_start"][n][:count],
+                                     tags["entity_end"][n][:count]):
+            assert text[start:end] == value.decode("utf-8")
+    assert tags["num_entities"][0] == 0
+    # Only the first sequence_length - 2 tokens of the 100,000 characters are tagged.
+    assert 0 < tags["entity_end"][1].max() < 200
+    qa = _bad(served, "qa")
+    for n, text in enumerate(texts):
+        if qa["start"][n] >= 0:
+            assert text[qa["start"][n]:qa["end"][n]] == qa["answer"][n].decode("utf-8")
+    assert (qa["start"][0], qa["answer"][0]) == (-1, b"")  # empty context: no answer
+    # max_windows=16 windows of doc_stride 8 tokens: the answer lies in the first ~150 tokens.
+    assert 0 <= qa["start"][1] < 1000
+    invalid = _cleaned(conftest.INVALID)
+    assert "\ufffd" in invalid and "broken" in invalid
+
+
+def test_generation_handles_bad_prompts(served):
+    out = _bad(served, "clm")
+    assert out["num_tokens"].max() <= conftest.MAX_NEW and out["token_ids"].shape == (4, conftest.MAX_NEW)
+    many = _bad(served, "clm", "many")
+    # Duplicate prompts in one batch get the same greedy continuation.
+    np.testing.assert_array_equal(many["token_ids"][0], many["token_ids"][len(conftest.TEXTS) + 1])
+
+
+# ------------------------------------------------------------------------------------- tfm predict
+def test_predictor_reads_every_task_export(served):
+    """`Predictor` (behind `tfm predict`) gives the standalone process's answers, trimmed of padding."""
+    qa = Predictor(served.dirs["qa"])
+    rows = [f"{q}\t{c}" for q, c in zip(conftest.QUESTIONS, conftest.CONTEXTS)]
+    got = qa.predict(rows)
+    assert [g["answer"] for g in got] == [a.decode() for a in served.answer("qa")["answer"]]
+    with pytest.raises(ValueError, match=r"input 1: expected 2 tab-separated fields \(question, context\)"):
+        qa.predict(["no tab"])
+    assert qa.predict(["just text"], signature="embed")[0]["embedding"].__len__() == 32
+
+    tags = Predictor(served.dirs["tagger"]).predict(conftest.TEXTS[:2])
+    count = served.answer("tagger")["num_entities"][0]
+    assert len(tags[0]["entity_text"]) == count and len(tags[0]["entity_score"]) == count
+    line = format_prediction("token_classifier", tags[0])
+    assert line.count("[") == count and tags[0]["entity_text"][0] in line
+
+    mc = Predictor(served.dirs["mc"]).predict(["\t".join([c, *choices])
+                                               for c, choices in zip(conftest.MC_CONTEXTS, conftest.MC_CHOICES)])
+    assert [m["choice"] for m in mc] == served.answer("mc")["choice"].tolist()
+
+    masks = Predictor(served.dirs["mlm"]).predict(conftest.MASKED[:3])
+    assert [len(m["tokens"]) for m in masks] == [1, 2, 0] and all(len(t) == 3 for t in masks[1]["tokens"])
+    assert format_prediction("masked_lm", masks[2]) == "(no mask token)"
+
+    clm = Predictor(served.dirs["clm"])
+    greedy = clm.predict(conftest.PROMPTS)
+    expected = served.answer("clm")
+    assert [g["num_tokens"] for g in greedy] == expected["num_tokens"].tolist()
+    assert [g["token_ids"] for g in greedy] == [r[:n].tolist() for r, n in zip(expected["token_ids"],
+                                                                               expected["num_tokens"])]
+    sampled = clm.predict(conftest.PROMPTS, temperature=1.0, top_k=1, max_new_tokens=3)
+    assert [s["token_ids"] for s in sampled] == [g["token_ids"][:3] for g in greedy]
+
+
+def test_measure_latency_times_every_request(served, monkeypatch):
+    # A fake clock: timed call i takes i + 1 ms, so the statistics are known numbers, and every read is counted.
+    reads = []
+
+    def perf_counter():
+        reads.append(None)
+        call, stop = divmod(len(reads) - 1, 2)
+        return 10.0 * call + stop * (call + 1) / 1000.0
+
+    monkeypatch.setattr("tfm.export.latency.time", SimpleNamespace(perf_counter=perf_counter))
+    result = measure_latency(served.dirs["classifier"], conftest.TEXTS, iterations=7, warmup=1)
+    assert len(reads) == 2 * 7  # a start and a stop around each of the 7 timed calls, none for the warm-up
+    # Times 1..7 ms: median 4, mean 4, 99th percentile (linear) 6 + 0.94 x (7 - 6).
+    assert result == {"p50_ms": pytest.approx(4.0), "p99_ms": pytest.approx(6.94), "mean_ms": pytest.approx(4.0),
+                      "iterations": 7, "format": "saved_model"}

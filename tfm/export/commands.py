@@ -5,7 +5,8 @@ import sys
 
 from tfm.errors import InputError
 
-def export_run(run_dir, export_dir, format="saved_model", version=None, merge_adapter=False, **options):
+def export_run(run_dir, export_dir, format="saved_model", version=None, merge_adapter=False, quantize=None,
+               **options):
     """Export the latest checkpoint of a training run dir (what `tfm export` does).
 
     Args:
@@ -17,6 +18,8 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, merge_ad
         version: optional int SavedModel version.
         merge_adapter: bool, fold a PEFT run's LoRA / AdaLoRA update into the kernels first (the export then
             computes as a plain model); "hf" exports of LoRA runs always merge.
+        quantize: optional `tfm.compression` mode (`"int8"`, `"int8_weight_only"`) applied before a SavedModel
+            export (after any merge).
         **options: task options (None = default); those the run's task does not take are ignored (the
             task's recipe lists them: `tfm.recipes.get_recipe(name).export_options`).
 
@@ -48,6 +51,12 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, merge_ad
         from tfm.peft.core import merge
 
         merge(run.task)
+    if quantize is not None:
+        if format != "saved_model":
+            raise InputError(f"--quantize applies to SavedModel exports; --format {format} writes float weights")
+        from tfm.compression import quantize as quantize_task
+
+        quantize_task(run.task, quantize)
     if format == "hf":
         return run.task.export_to_hf(export_dir, tokenizer=run.tokenizer, label_names=run.label_names)
     if format == "tflite":
@@ -69,7 +78,7 @@ def export_command(args):
                   file=sys.stderr)
             num_candidates = args.top_k if num_candidates is None else num_candidates
         path = export_run(args.run_dir, args.export_dir, args.format, args.version,
-                          merge_adapter=args.merge_adapter, num_candidates=num_candidates,
+                          merge_adapter=args.merge_adapter, quantize=args.quantize, num_candidates=num_candidates,
                           num_beams=args.num_beams,
                           max_new_tokens=args.max_new_tokens, doc_stride=args.doc_stride,
                           max_query_length=args.max_query_length, max_answer_length=args.max_answer_length,

@@ -106,7 +106,10 @@ def new_version(path, version=None):
 def save_module(module, path, version, assets_dir, metadata):
     """Writes the serving `module` as `path/<version>/`: `metadata` plus each signature's inputs and outputs go
     to `assets_dir/tfm_export.json` (an asset of the SavedModel). Returns the version directory."""
-    signatures = module.signatures()
+    from tfm import kernels
+
+    with kernels.portable():  # an int8 model traces TensorFlow's own ops: the export loads without tfm
+        signatures = module.signatures()
     metadata = {**metadata, "signatures": {}}
     for name, function in signatures.items():
         specs = function.structured_input_signature[0]  # positional specs, named after the arguments
@@ -122,7 +125,8 @@ def save_module(module, path, version, assets_dir, metadata):
     # Write beside the target and rename: TF Serving must never see a half-written version.
     staging, target = path / f".tmp-{version}", path / str(version)
     shutil.rmtree(staging, ignore_errors=True)
-    tf.saved_model.save(module, str(staging), signatures=signatures)
+    with kernels.portable():
+        tf.saved_model.save(module, str(staging), signatures=signatures)
     os.replace(staging, target)
     return target
 

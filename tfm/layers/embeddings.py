@@ -1,8 +1,19 @@
 """Token (tied, reversible) and learned position embeddings."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
+
+from tfm.layers.dense import int8_kernel_usable
+
+
+def int8_rows(values, axis):
+    """`(q int8, scale float32)` with `q = round(values * scale)` and `scale = 127 / max|values|` reduced over
+    `axis` (Keras' symmetric abs-max convention: `values ~ q / scale`)."""
+    values = np.asarray(values, "float32")
+    scale = (127.0 / np.maximum(np.max(np.abs(values), axis=axis), 1e-12)).astype("float32")
+    return np.clip(np.round(values * np.expand_dims(scale, axis)), -127, 127).astype("int8"), scale
 
 
 @keras.saving.register_keras_serializable(package="tfm")
@@ -23,6 +34,8 @@ class TokenEmbedding(keras.layers.Layer):
     (2, 3, 4)
     """
 
+    quantized = None  # "int8" (W8A8) / "int8_weight_only" once `quantize` made `embeddings` int8 rows
+
     def __init__(self, vocabulary_size, hidden_dim, embeddings_initializer="uniform", **kwargs):
         super().__init__(**kwargs)
         self.vocabulary_size = vocabulary_size
@@ -37,7 +50,45 @@ class TokenEmbedding(keras.layers.Layer):
         )
         self.built = True
 
+    def quantize(self, mode=None, type_check=True, config=None):
+        """int8 rows with one scale per token (Keras' signature; wrapped by Keras, which unlocks the tracker).
+        With `config.activation_quantizer` None the reverse projection is weight-only, else W8A8 dynamic."""
+        if mode != "int8":
+            raise ValueError(f"TokenEmbedding quantizes to int8 only; got mode={mode!r}")
+        q, scale = int8_rows(self.embeddings.numpy(), axis=1)
+        del self.embeddings
+        self.embeddings = self.add_weight(name="embeddings", shape=q.shape, initializer="zeros", dtype="int8",
+                                          trainable=False)
+        self.embeddings_scale = self.add_weight(name="embeddings_scale", shape=scale.shape, initializer="ones",
+                                                trainable=False)
+        self.embeddings.assign(q)
+        self.embeddings_scale.assign(scale)
+        weight_only = config is not None and getattr(config, "activation_quantizer", None) is None
+        self.quantized = "int8_weight_only" if weight_only else "int8"
+
+    def _quantized_call(self, inputs, reverse):
+        if not reverse:
+            ids = ops.cast(inputs, "int32")
+            rows = ops.cast(ops.take(self.embeddings, ids, axis=0), self.compute_dtype)
+            return rows / ops.expand_dims(ops.cast(ops.take(self.embeddings_scale, ids, axis=0), rows.dtype), -1)
+        if self.quantized == "int8_weight_only" and int8_kernel_usable(inputs):
+            from tfm import kernels
+
+            return kernels.int8_matmul(inputs, self.embeddings, self.embeddings_scale, transpose_w=True)
+        flat = tf.reshape(inputs, [-1, self.hidden_dim])
+        scale = tf.cast(self.embeddings_scale, flat.dtype)
+        if self.quantized == "int8":  # W8A8: each row of hidden states to int8 (abs-max), int32 accumulation
+            flat_scale = 127.0 / tf.maximum(tf.reduce_max(tf.abs(flat), axis=-1, keepdims=True), 1e-7)
+            flat_q = tf.cast(tf.clip_by_value(tf.round(flat * flat_scale), -127, 127), tf.int8)
+            product = tf.matmul(flat_q, self.embeddings, transpose_b=True, output_type=tf.int32)
+            logits = tf.cast(product, flat.dtype) / (flat_scale * scale[None, :])
+        else:
+            logits = tf.matmul(flat, tf.cast(self.embeddings, flat.dtype), transpose_b=True) / scale[None, :]
+        return tf.reshape(logits, tf.concat([tf.shape(inputs)[:-1], [self.vocabulary_size]], 0))
+
     def call(self, inputs, reverse=False):
+        if self.quantized:
+            return self._quantized_call(inputs, reverse)
         if reverse:
             # `x @ E^T` as one 2-D matmul with transpose_b: its kernel gradient is then `g^T x`, written
             # straight in the (vocab, hidden) layout, instead of `x^T g` (hidden, vocab) plus a transpose,

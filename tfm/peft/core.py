@@ -15,7 +15,7 @@ from tfm.peft.adapters import BottleneckAdapter
 from tfm.peft.config import PeftConfig
 from tfm.peft.lora import LoraUpdate, SlicedUpdate
 from tfm.peft.prompts import PrefixEncoder, PrefixKeyValues, PromptTokens
-from tfm.peft.sites import adapter_set, attach, blocks, check_adapter_name, detach, projection
+from tfm.peft.sites import adapter_set, attach, blocks, check_adapter_name, detach, float_policy, projection
 
 
 def as_config(config=None, **kwargs):
@@ -77,15 +77,15 @@ def _lora(task, config, name, tokenizer):
                     from tfm.peft.adalora import AdaLoraUpdate
 
                     update = AdaLoraUpdate(input_dim, width, config.rank, config.alpha, config.dropout,
-                                           dtype=dense.dtype_policy, name=f"adalora_{target}")
+                                           dtype=float_policy(dense), name=f"adalora_{target}")
                 else:
                     update = LoraUpdate(input_dim, width, config.rank, scale, config.dropout,
-                                        dtype=dense.dtype_policy, name=f"lora_{target}")
+                                        dtype=float_policy(dense), name=f"lora_{target}")
                 update.build()
                 updates.append((f"layer_{index}/{target}", update))
                 return update
 
-            adapter_set(dense, "peft").add(name, SlicedUpdate(dense.units, slices, make, dtype=dense.dtype_policy,
+            adapter_set(dense, "peft").add(name, SlicedUpdate(dense.units, slices, make, dtype=float_policy(dense),
                                                                name=f"{name}_update"))
     if config.method == "adalora":
         from tfm.peft.adalora import RankAllocator
@@ -248,7 +248,7 @@ def set_trainable(task):
     config, name = active_config(task), active_adapter(task)
     if config is None:
         for v in task.weights:
-            v.trainable = True
+            v.trainable = "int" not in str(v.dtype)  # int8 weights of a quantized model never train
         for adapter in getattr(task, "peft_adapters", None) or {}:
             for v in adapter_variables(task, adapter):
                 v.trainable = False
@@ -297,6 +297,9 @@ def _fold(task, sign):
     if config is None or config.method not in ("lora", "adalora"):
         raise ValueError(f"merge/unmerge needs an active LoRA or AdaLoRA adapter, the active one is "
                          f"{active_adapter(task)!r} ({config.method if config else 'none'})")
+    if getattr(task, "quantization", None):
+        raise ValueError(f"cannot merge into {task.quantization} kernels: merge the adapter into the float model, "
+                         "then quantize it")
     for dense, attribute, held in hook_points(task):
         if attribute != "peft" or held.active is None:
             continue

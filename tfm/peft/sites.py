@@ -61,11 +61,21 @@ def attach(layer, attribute, value):
         layer._tracker.lock()
 
 
+def float_policy(layer):
+    """`layer`'s dtype policy, or for an int8-quantized layer the float policy it computes in: adapters on a
+    quantized base (QLoRA-style) are float layers."""
+    policy = layer.dtype_policy
+    if getattr(policy, "quantization_mode", None) is None:
+        return policy
+    compute, variable = policy.compute_dtype, policy.variable_dtype
+    return keras.DTypePolicy(variable if compute == variable else f"mixed_{compute}")
+
+
 def adapter_set(layer, attribute):
     """The `AdapterSet` at `layer.attribute`, created on first use."""
     current = getattr(layer, attribute, None)
     if current is None:
-        current = AdapterSet(dtype=layer.dtype_policy, name=f"{attribute}_adapters")
+        current = AdapterSet(dtype=float_policy(layer), name=f"{attribute}_adapters")
         attach(layer, attribute, current)
     return current
 

@@ -62,9 +62,12 @@ def build_generate_function(model, sampler, max_new_tokens, stop_token_ids=(), p
         stop_token_ids: tuple of ints.
         pad_token_id: int, written after a row ends.
     """
+    from tfm.compression.quantization import decodes_outside_xla
+
     decoder = Decoder(model, max_new_tokens, stop_token_ids, pad_token_id)
 
-    @tf.function(jit_compile=True, autograph=False, reduce_retracing=False)
+    # An int8 weight-only model decodes outside XLA, where its products stream int8 bytes (`tfm.kernels`).
+    @tf.function(jit_compile=not decodes_outside_xla(model), autograph=False, reduce_retracing=False)
     def generate_fn(token_ids, padding_mask, seed):
         if isinstance(sampler, BeamSampler):
             tokens, mask = decoder.beam_search(token_ids, padding_mask, sampler.num_beams)

@@ -22,6 +22,8 @@ class Task(keras.Model):
         config = {"name": self.name, "trainable": self.trainable}
         config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
         config.update({key: getattr(self, key) for key in self.TASK_ARGS})
+        if getattr(self, "quantization", None):  # int8 variables are rebuilt by from_config before weights load
+            config["quantization"] = self.quantization
         if getattr(self, "peft_adapters", None):  # rebuilt by from_config, so saved weights find their variables
             config["peft_adapters"] = dict(self.peft_adapters)
             config["peft_active"] = self.peft_active
@@ -32,7 +34,12 @@ class Task(keras.Model):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         adapters, active = config.pop("peft_adapters", None), config.pop("peft_active", None)
+        quantization = config.pop("quantization", None)
         task = cls(**config)
+        if quantization:
+            from tfm.compression.quantization import quantize
+
+            quantize(task, quantization)
         if adapters:
             from tfm.peft.core import apply, set_adapter
 
@@ -40,6 +47,22 @@ class Task(keras.Model):
                 apply(task, peft_config, name=name, activate=False)
             set_adapter(task, active)
         return task
+
+    def quantize(self, mode=None, config=None, filters=None, **kwargs):
+        """int8 weights for the backbone's projections, feed-forward layers and token embedding, in place.
+
+        Keras' own signature and modes: `quantize("int8")` is W8A8 dynamic (int8 activations per token); with
+        `config=keras.quantizers.Int8QuantizationConfig(activation_quantizer=None)` it is weight-only. Keras'
+        `Model.quantize` skips tfm's layers (subclasses of `Dense`); this applies Keras' int8 machinery to them and
+        quantizes the (tied) token embedding per row. See `tfm.compression.quantization`.
+        """
+        if mode != "int8" or filters is not None or kwargs:
+            raise ValueError(f"tfm models quantize to int8 only (mode='int8', optionally a config without "
+                             f"activation quantizer for weight-only); got mode={mode!r}")
+        from tfm.compression.quantization import quantize
+
+        weight_only = config is not None and getattr(config, "activation_quantizer", None) is None
+        quantize(self, "int8_weight_only" if weight_only else "int8")
 
     def reset_compiled_functions(self):
         """Drops the traced train / test / predict functions: switches read when a step is traced (the active

@@ -1,0 +1,86 @@
+"""int8 weights for tfm models: per-output-channel symmetric int8 with float scales, in two modes.
+
+- `"int8"`: W8A8 dynamic, Keras' `quantize("int8")`: each input row is quantized to int8 at run time (abs-max
+  per token), the product accumulates in int32 and is rescaled by both scales.
+- `"int8_weight_only"`: the activations stay float; the int8 weight is rescaled after the product. Outside XLA
+  (the int8 decode loop, eager calls) it runs on `tfm.kernels`' op, which streams int8 bytes.
+
+Scales follow Keras' convention: `q = round(w * scale)`, `w ~ q / scale`, with `scale = 127 / max|w|` over each
+output channel (a kernel's column; an embedding's row, which is also the tied LM head's output channel). The
+projections and feed-forward layers (tfm's `Dense`, through Keras' own int8 machinery, which refuses subclasses
+unless asked) and the token embedding are quantized; layer norms, position embeddings and task heads stay float.
+A quantized task records its mode in its Keras config, so `.keras` files rebuild the int8 variables before the
+weights load; SavedModel exports trace TensorFlow's own ops only (`tfm.kernels.portable`).
+"""
+
+import keras
+import numpy as np
+
+from tfm.layers.embeddings import TokenEmbedding, int8_rows  # noqa: F401  (int8_rows: part of the API)
+
+MODES = ("int8", "int8_weight_only")
+
+
+def keras_config(mode):
+    """Keras' `Int8QuantizationConfig` for a mode: per-column weights, and per-row activations unless weight-only."""
+    from keras.quantizers import AbsMaxQuantizer, Int8QuantizationConfig
+
+    if mode not in MODES:
+        raise ValueError(f"quantization mode {mode!r} is not one of {', '.join(MODES)}")
+    activations = AbsMaxQuantizer(axis=-1) if mode == "int8" else None
+    return Int8QuantizationConfig(weight_quantizer=AbsMaxQuantizer(axis=0), activation_quantizer=activations)
+
+
+def quantize(task, mode):
+    """Quantizes a built task's backbone in place: its projections, feed-forward layers and token embedding.
+
+    Args:
+        task: a built `tfm.tasks` model.
+        mode: `"int8"` (W8A8 dynamic) or `"int8_weight_only"`.
+
+    Returns:
+        `task`.
+    """
+    config = keras_config(mode)
+    if getattr(task, "quantization", None):
+        raise ValueError(f"{task.name} is already quantized ({task.quantization}); quantize the float model once")
+    from tfm.peft.core import hook_points
+
+    if any(held.merged for _, _, held in hook_points(task)):
+        raise ValueError("a merged PEFT update is part of the float kernels: unmerge it before quantizing")
+    for layer in task.backbone._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Dense):  # tfm's Dense (and BERT's pooler, a Keras Dense)
+            layer.quantize("int8", type_check=False, config=config)
+        elif isinstance(layer, TokenEmbedding):
+            layer.quantize("int8", config=config)
+    object.__setattr__(task, "quantization", mode)  # plain data, outside Keras' state tracking
+    task.reset_compiled_functions()
+    return task
+
+
+def decodes_outside_xla(task):
+    """Whether `task`'s generate loop runs outside XLA: int8 weight-only weights and the op available here."""
+    from tfm import kernels
+
+    return getattr(task, "quantization", None) == "int8_weight_only" and kernels.active() is not None
+
+
+def quantization_error_bound(x, w, activations_quantized):
+    """Elementwise bound on `|x @ w - x @ dequantize(quantize(w))|` for one layer (numpy, per-channel scales).
+
+    Rounding moves each weight by at most half a step, `max|w[:, j]| / 254`, so column `j` of the product moves
+    by at most `sum_i |x_i|` times that. With int8 activations each input also moves by half its own step
+    `max|x| / 254`, which adds `(max|x| / 254) * sum_i (|w[i, j]| + w_step[j])`.
+
+    Args:
+        x: float `(M, K)` inputs.
+        w: float `(K, N)` weights.
+        activations_quantized: bool, the W8A8 mode.
+    """
+    x, w = np.asarray(x, "float64"), np.asarray(w, "float64")
+    w_step = np.max(np.abs(w), axis=0) / 254.0  # (N,)
+    bound = np.abs(x).sum(axis=1, keepdims=True) * w_step[None, :]
+    if activations_quantized:
+        x_step = np.max(np.abs(x), axis=1, keepdims=True) / 254.0  # (M, 1)
+        bound = bound + x_step * (np.abs(w).sum(axis=0)[None, :] + w.shape[0] * w_step[None, :])
+    return bound

@@ -15,6 +15,18 @@ pytest.register_assert_rewrite("tests.helpers")
 TEST_SEED = int(os.environ.get("TFM_TEST_SEED", "1234"))
 
 
+# The longest files first (by `--durations` on 2 cores): pytest-xdist's loadfile scheduler hands files out in
+# collection order, and with the slow tests/training files last in the alphabet one worker ran alone for minutes.
+LONGEST_FIRST = ("tests/training/test_distributed.py", "tests/test_readme.py", "tests/training/test_finetune.py",
+                 "tests/training/test_trainer.py", "tests/export/test_saved_model.py", "tests/test_benchmark.py",
+                 "tests/tasks/test_fit_mirrored.py", "tests/training/test_strategy.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(autouse=True)
 def _reset_keras_state():
     """Each test starts from float32, a fixed seed and a clean Keras session."""

@@ -92,6 +92,10 @@ def load():
                 _register_gradient(tf)
             except Exception as error:  # a missing compiler, a failed build or load: the portable path is used
                 _state["reason"] = str(error)
+                import warnings
+
+                warnings.warn(f"tfm.kernels: the int8 op is unavailable, TensorFlow's own ops are used instead "
+                              f"(slower int8 weight-only decoding): {str(error)[:500]}", stacklevel=3)
         return _state["module"]
 
 

@@ -1,0 +1,64 @@
+"""What int8 weights cost a causal-LM run in quality: validation perplexity of float32 and of both int8 modes, and
+the fraction of greedy tokens identical to float32's over `--new-tokens` new tokens on `--prompts` real prompts
+(the first `--prompt-tokens` tokens of the first sentences of the run's eval data).
+
+    python tools/int8_quality.py runs/gpt_tiny_clm --json /tmp/int8_quality.json
+"""
+
+import argparse
+import json
+import sys
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="a causal_lm run dir written by `tfm train`")
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--prompt-tokens", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    import numpy as np
+    import tensorflow as tf
+
+    from tfm.benchmark import machine
+    from tfm.compression import quantize
+    from tfm.recipes import get_recipe
+    from tfm.training.run_dir import load_run
+
+    results = {"machine": machine(), "run_dir": args.run_dir, "modes": {}}
+    reference = None
+    for mode in (None, "int8", "int8_weight_only"):
+        run = load_run(args.run_dir)
+        if mode:
+            quantize(run.task, mode)
+        report = get_recipe(run.config.task.name).evaluate(run, run.config.data.eval)
+        sentences = []
+        for path in run.config.data.eval:
+            with open(path, encoding="utf-8") as f:
+                sentences += [line.strip() for line in f if line.strip()]
+        prompts = []
+        for sentence in sentences:
+            ids = run.tokenizer.tokenize(tf.constant([sentence])).flat_values.numpy().tolist()
+            if len(ids) >= args.prompt_tokens:
+                prompts.append(ids[:args.prompt_tokens])
+            if len(prompts) == args.prompts:
+                break
+        tokens = run.task.generate(prompts, max_new_tokens=args.new_tokens)["token_ids"][:, args.prompt_tokens:]
+        name = mode or "float32"
+        row = {"perplexity": float(report["perplexity"])}
+        if reference is None:
+            reference = tokens
+        else:
+            row["greedy_tokens_identical"] = float(np.mean(tokens == reference))
+            row["perplexity_change_percent"] = 100 * (row["perplexity"] / results["modes"]["float32"]["perplexity"] - 1)
+        results["modes"][name] = row
+        print(name, json.dumps(row), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

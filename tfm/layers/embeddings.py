@@ -77,9 +77,8 @@ class TokenEmbedding(keras.layers.Layer):
             return kernels.int8_matmul(inputs, self.embeddings, self.embeddings_scale, transpose_w=True)
         flat = tf.reshape(inputs, [-1, self.hidden_dim])
         scale = tf.cast(self.embeddings_scale, flat.dtype)
-        if self.quantized == "int8":  # W8A8: each row of hidden states to int8 (abs-max), int32 accumulation
-            flat_scale = 127.0 / tf.maximum(tf.reduce_max(tf.abs(flat), axis=-1, keepdims=True), 1e-7)
-            flat_q = tf.cast(tf.clip_by_value(tf.round(flat * flat_scale), -127, 127), tf.int8)
+        if self.quantized == "int8":  # W8A8: each row of hidden states to int8 (Keras' abs-max), int32 accumulation
+            flat_q, flat_scale = keras.quantizers.abs_max_quantize(flat, axis=-1)
             product = tf.matmul(flat_q, self.embeddings, transpose_b=True, output_type=tf.int32)
             logits = tf.cast(product, flat.dtype) / (flat_scale * scale[None, :])
         else:

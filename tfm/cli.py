@@ -159,7 +159,8 @@ def _add_export(commands):
     export.add_argument("--merge-adapter", action="store_true", help="peft runs: fold the LoRA / AdaLoRA update "
                                                                      "into the base kernels before exporting")
     export.add_argument("--quantize", choices=["int8", "int8_weight_only"], help="int8 weights in the SavedModel: "
-                        "int8 = W8A8 dynamic (int8 activations per token), int8_weight_only = float activations")
+                        "int8 = W8A8 dynamic (int8 activations per token), int8_weight_only = float activations; "
+                        "with --format tflite, int8 = TFLite's dynamic-range quantization")
     export.add_argument("--num-candidates", type=int, help="masked_lm: fill-mask candidates per mask (default 5)")
     export.add_argument("--top-k", type=int, help=argparse.SUPPRESS)  # the old name of --num-candidates
     export.add_argument("--num-beams", type=int, help="causal_lm: also export a beam_search signature with this "

@@ -72,7 +72,7 @@ def test_export_quantized_from_a_run(run_dir, tmp_path, capsys):
     assert 0 < np.abs(probabilities - expected).max() < 0.05
     capsys.readouterr()
     assert main(["export", str(run), str(tmp_path / "q_hf"), "--format", "hf", "--quantize", "int8"]) == 2
-    assert "--quantize applies to SavedModel exports" in capsys.readouterr().err
+    assert "--quantize applies to SavedModel and TFLite exports" in capsys.readouterr().err
 
 
 def test_export_tflite_from_a_run_and_predict_with_it(run_dir, tmp_path, capsys):
@@ -84,6 +84,15 @@ def test_export_tflite_from_a_run_and_predict_with_it(run_dir, tmp_path, capsys)
     rows = _json_lines(capsys.readouterr().out)
     expected = references.classify(task, tokenizer, ["a witty film", "Paris"], L)
     np.testing.assert_allclose([r["probabilities"] for r in rows], expected, atol=1e-5)
+    # TFLite's dynamic-range int8: a smaller file, answers within int8 rounding.
+    assert main(["export", str(run), str(tmp_path / "lite8"), "--format", "tflite", "--quantize", "int8"]) == 0
+    assert (tmp_path / "lite8" / "model.tflite").stat().st_size < (tmp_path / "lite" / "model.tflite").stat().st_size
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "lite8"), "a witty film", "Paris", "--json"]) == 0
+    quantized = [r["probabilities"] for r in _json_lines(capsys.readouterr().out)]
+    assert 0 < np.abs(np.array(quantized) - expected).max() < 0.05
+    assert main(["export", str(run), str(tmp_path / "x"), "--format", "tflite", "--quantize", "int8_weight_only"]) == 2
+    assert "there is no int8_weight_only TFLite export" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_line(run_dir, tmp_path, capsys):

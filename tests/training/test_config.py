@@ -52,7 +52,7 @@ def _write(tmp_path, text, name="exp.yaml"):
 
 def test_schema_keys_and_defaults():
     d = to_dict(ExperimentConfig())
-    assert list(d) == ["output_dir", "task", "model", "data", "trainer", "pretrain", "peft"]
+    assert list(d) == ["output_dir", "task", "model", "data", "trainer", "pretrain", "peft", "distill"]
     assert d["output_dir"] == "runs/default"
     assert d["task"] == {
         "name": "masked_lm", "num_classes": 2, "num_labels": None, "label_names": None, "init_checkpoint": None,
@@ -108,7 +108,7 @@ def test_from_dict_nested_and_safe_conversions():
 @pytest.mark.parametrize("data, message", [
     ({"trainer": {"stepz": 3}},
      f"trainer.stepz is not a valid key (did you mean 'steps'?); valid keys in trainer: {TRAINER_KEYS}"),
-    ({"bogus": 1}, "bogus is not a valid key; valid keys at the top level: output_dir, task, model, data, trainer, pretrain, peft"),
+    ({"bogus": 1}, "bogus is not a valid key; valid keys at the top level: output_dir, task, model, data, trainer, pretrain, peft, distill"),
     ({"data": {"tokenizer": {"vocab": 10}}},
      "data.tokenizer.vocab is not a valid key; "
      "valid keys in data.tokenizer: type, vocabulary_size, lowercase, path"),
@@ -239,7 +239,7 @@ def test_apply_overrides_types_and_values():
      f"valid keys in trainer: {TRAINER_KEYS}"),
     ("trainr.steps=5",
      "--set trainr.steps=5: trainr is not a valid key (did you mean 'trainer'?); "
-     "valid keys at the top level: output_dir, task, model, data, trainer, pretrain, peft"),
+     "valid keys at the top level: output_dir, task, model, data, trainer, pretrain, peft, distill"),
     ("trainer.steps.max=5", "--set trainer.steps.max=5: trainer.steps.max is not a valid key: trainer.steps is int"),
     ("trainer.jit_compile=1", "--set trainer.jit_compile=1: trainer.jit_compile must be bool, got 1 (int)"),
     ("trainer.steps=0", "--set trainer.steps=0: trainer.steps must be > 0, got 0"),
@@ -268,7 +268,7 @@ def test_yaml_round_trip_is_exact(tmp_path):
     assert written == str(tmp_path / "run" / "config.yaml")
     text = open(written).read()
     assert text.startswith("# Resolved ExperimentConfig (tfm.training.config.save_config)\n")
-    assert list(yaml.safe_load(text)) == ["output_dir", "task", "model", "data", "trainer", "pretrain", "peft"]
+    assert list(yaml.safe_load(text)) == ["output_dir", "task", "model", "data", "trainer", "pretrain", "peft", "distill"]
     loaded = load_config(written)
     assert loaded == cfg
     assert to_dict(loaded) == to_dict(cfg)

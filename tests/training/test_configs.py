@@ -94,8 +94,41 @@ PRETRAINED = {
 PEFT_PARAMETERS = {"sst2_minilm_lora.yaml": 73_728}
 
 
+# Configs with a `distill:` section: the student's model (the teacher, configs/sst2_minilm.yaml, is all-MiniLM-L6-v2).
+DISTILLED = {
+    "sst2_minilm_distill_3layer.yaml": ("text_classifier", 3, 12, 384, 1536, 512, 30522, ["negative", "positive"], None),
+    "sst2_minilm_distill_bert_tiny.yaml": ("text_classifier", 2, 2, 128, 512, 512, 30522, ["negative", "positive"],
+                                           None),
+}
+
+
 def test_every_config_has_a_reference_model():
-    assert sorted(p.name for p in CONFIGS) == sorted({**SIZES, **PRETRAINED})
+    assert sorted(p.name for p in CONFIGS) == sorted({**SIZES, **PRETRAINED, **DISTILLED})
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.name in DISTILLED], ids=lambda p: p.name)
+def test_distilled_config_builds_its_student_with_the_reference_parameter_count(path):
+    """A student of teacher layers takes the teacher's architecture (MiniLM's, built here with random weights);
+    a fresh student is its `model:` section, reading the teacher's 30,522-token vocabulary."""
+    import tfm
+    from tfm.compression.distillation import student_from_teacher
+    from types import SimpleNamespace
+
+    from tfm.training.experiment import build_task
+
+    cfg = load_config(path)
+    task, layers, heads, hidden, intermediate, positions, vocabulary, labels, lstm = DISTILLED[path.name]
+    assert cfg.task.name == task and cfg.distill.teacher == "runs/sst2_minilm"
+    if cfg.distill.student_layers is not None:
+        teacher = tfm.tasks.TextClassifier(tfm.models.BertBackbone(30522, 6, 12, 384, 1536), 2, pooling="mean")
+        student = student_from_teacher(teacher, cfg.distill.student_layers)
+        count = student.count_params()
+    else:
+        tokenizer = SimpleNamespace(vocabulary_size=vocabulary)
+        count = abstract_param_count(lambda: build_task(cfg, tokenizer, labels, initialize=False))
+    head = []
+    reference = abstract_param_count(lambda: head.append(_keras_hub_reference(*DISTILLED[path.name])) or head[0][0])
+    assert count == reference + head[0][1]
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.name in PRETRAINED], ids=lambda p: p.name)

@@ -19,7 +19,7 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, merge_ad
         merge_adapter: bool, fold a PEFT run's LoRA / AdaLoRA update into the kernels first (the export then
             computes as a plain model); "hf" exports of LoRA runs always merge.
         quantize: optional `tfm.compression` mode (`"int8"`, `"int8_weight_only"`) applied before a SavedModel
-            export (after any merge).
+            export (after any merge); with format "tflite", "int8" is TFLite's dynamic-range quantization.
         **options: task options (None = default); those the run's task does not take are ignored (the
             task's recipe lists them: `tfm.recipes.get_recipe(name).export_options`).
 
@@ -51,9 +51,10 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, merge_ad
         from tfm.peft.core import merge
 
         merge(run.task)
-    if quantize is not None:
+    if quantize is not None and format != "tflite":
         if format != "saved_model":
-            raise InputError(f"--quantize applies to SavedModel exports; --format {format} writes float weights")
+            raise InputError(f"--quantize applies to SavedModel and TFLite exports; --format {format} writes float "
+                             f"weights")
         from tfm.compression import quantize as quantize_task
 
         quantize_task(run.task, quantize)
@@ -64,7 +65,10 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, merge_ad
             raise InputError(f"--format tflite supports text_classifier runs only, this run is {recipe.name}")
         if task_options.get("text_pair"):
             raise InputError("--format tflite supports single-text classifiers only; this run uses text pairs")
-        return export_tflite(run.task, run.tokenizer, export_dir, sequence_length, run.label_names)
+        if quantize not in (None, "int8"):
+            raise InputError(f"--format tflite --quantize int8 is TFLite's dynamic-range int8; there is no "
+                             f"{quantize} TFLite export")
+        return export_tflite(run.task, run.tokenizer, export_dir, sequence_length, run.label_names, quantize=quantize)
     return export_saved_model(run.task, run.tokenizer, export_dir, sequence_length, label_names=run.label_names,
                               version=version, recipe=recipe, **task_options)
 

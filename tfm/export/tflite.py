@@ -50,7 +50,7 @@ class _FrozenSignature(tf.Module):
         return dict(zip(self._output_names, self._frozen(text)))
 
 
-def export_tflite(task, tokenizer, path, sequence_length=128, label_names=None):
+def export_tflite(task, tokenizer, path, sequence_length=128, label_names=None, quantize=None):
     """Write `path/model.tflite` (+ `tfm_export.json`) for a TextClassifier with a WordPiece tokenizer.
 
     The model takes one text per call (`text`: string `[1]`) and returns `label` int32 `[1]`,
@@ -64,6 +64,8 @@ def export_tflite(task, tokenizer, path, sequence_length=128, label_names=None):
         path: output directory.
         sequence_length: int.
         label_names: list of str; default "0", "1", ...
+        quantize: None (float32 weights) or `"int8"`: TFLite's dynamic-range quantization (int8 weights with a
+            scale per output channel; the kernels quantize activations on the fly, per batch row).
 
     Returns:
         Path of the .tflite file.
@@ -75,6 +77,8 @@ def export_tflite(task, tokenizer, path, sequence_length=128, label_names=None):
         raise ValueError(f"TFLite export supports TextClassifier (classification) only, got {type(task).__name__}")
     if not isinstance(tokenizer, WordPieceTokenizer):
         raise ValueError(f"TFLite export needs a WordPiece tokenizer (Fast WordPiece ops), got {tokenizer!r}")
+    if quantize not in (None, "int8"):
+        raise ValueError(f"TFLite export quantizes to 'int8' (dynamic range) only, got quantize={quantize!r}")
     names = [str(i) for i in range(task.num_classes)] if label_names is None else list(label_names)
     module = _TFLiteClassifier(task, tokenizer, int(sequence_length), names)
     # Freeze the weights first: converted as-is, the Keras variables stay READ_VARIABLE ops that the
@@ -85,12 +89,15 @@ def export_tflite(task, tokenizer, path, sequence_length=128, label_names=None):
                                                                 signature)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = True  # the tf-text tokenizer ops, provided by tf_text.tflite_registrar
+    if quantize == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative dataset: dynamic range
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     target = path / TFLITE_FILE
     target.write_bytes(converter.convert())
     metadata = {"task": "text_classifier", "format": "tflite", "sequence_length": int(sequence_length),
-                "inputs": ["text"], "label_names": names, "regression": False}
+                "inputs": ["text"], "label_names": names, "regression": False,
+                "quantization": "int8_dynamic_range" if quantize else None}
     (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
     return target
 

@@ -54,6 +54,7 @@ class MultiHeadAttention(keras.layers.Layer):
     """
 
     prefix = None  # `tfm.peft` prefix tuning: trainable keys and values every query also attends to
+    taps = None  # `tfm.compression.distillation.Taps` while a distillation step records this layer
 
     def __init__(self, num_heads, hidden_dim, dropout=0.0, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
@@ -117,8 +118,10 @@ class MultiHeadAttention(keras.layers.Layer):
         if attention_mask is not None:
             mask = ops.expand_dims(ops.cast(attention_mask, "float32"), 1)  # (B, 1, Tq, Tk)
             scores = scores + (1.0 - mask) * -1e9
-        probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
-        probs = self.probs_dropout(probs, training=training)
+        probs = ops.softmax(scores, axis=-1)
+        if self.taps is not None:  # `tfm.compression` distillation reads the attention distributions
+            self.taps.attention_probs.append(probs)
+        probs = self.probs_dropout(ops.cast(probs, self.compute_dtype), training=training)
         context = ops.matmul(probs, value)  # (B, heads, Tq, dh)
         context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch_size, length, self.hidden_dim))
         output = self.output_dense(context)

@@ -28,6 +28,7 @@ class _TransformerBlock(keras.layers.Layer):
     prompt = None
     prompt_length = 0
     drop_prompt = False
+    taps = None  # `tfm.compression.distillation.Taps`: records each block's output during a distillation step
 
     def __init__(
         self,
@@ -130,6 +131,8 @@ class TransformerEncoderBlock(_TransformerBlock):
         attended = self.self_attention(x, attention_mask=mask, training=training)
         x = self.attention_layer_norm(x + self._attention_branch(attended, training))
         x = self.feedforward_layer_norm(x + self._feedforward(x, training))
+        if self.taps is not None:
+            self.taps.hidden_states.append(x)
         return x[:, self.prompt_length:, :] if self.drop_prompt else x
 
 
@@ -177,4 +180,6 @@ class TransformerDecoderBlock(_TransformerBlock):
         x = x + self._feedforward(self.feedforward_layer_norm(x), training)
         if cache is not None:
             return x, cache
+        if self.taps is not None:
+            self.taps.hidden_states.append(x)
         return x

@@ -33,6 +33,7 @@ from tfm.training.config_core import (  # noqa: F401  (re-exported: the public c
     to_dict,
 )
 
+from tfm.compression.config import TASKS as DISTILL_TASKS, DistillConfig  # noqa: E402  (config_core only)
 from tfm.peft.config import PeftConfig  # noqa: E402  (imports config_core only)
 
 CONFIG_FILENAME = "config.yaml"
@@ -346,6 +347,8 @@ class ExperimentConfig(_Config):
     pretrain: Optional[dict[str, Any]] = None
     # Parameter-efficient fine-tuning: one method applied to the task model, everything else frozen.
     peft: Optional[PeftConfig] = None
+    # Knowledge distillation: this config's task (the student) learns from a trained teacher run as well.
+    distill: Optional[DistillConfig] = None
 
     def _validate(self):
         _require(self.output_dir.strip() != "", "output_dir", "must not be empty")
@@ -354,6 +357,13 @@ class ExperimentConfig(_Config):
         from tfm.recipes import get_recipe
 
         get_recipe(self.task.name).validate_config(self)  # the task's own checks (model family, labels)
+        if self.distill is not None:
+            _require(self.task.name in DISTILL_TASKS, "distill", f"needs a task scored on class logits: task.name "
+                                                               f"must be one of {list(DISTILL_TASKS)}, got "
+                                                               f"{self.task.name!r}")
+            _require(self.pretrain is None, "distill", "cannot be combined with a pretrain section")
+            _require(not self.distill.teacher_cache or self.task.name in DISTILL_TASKS[:3], "distill.teacher_cache",
+                     f"needs the same inputs every epoch (a labelled task), not task.name={self.task.name!r}")
         max_len = self.model.max_sequence_length
         if max_len is not None:
             _require(self.data.sequence_length <= max_len, "data.sequence_length",
@@ -384,6 +394,7 @@ def pretrain_config(cfg):
         return None
     base = to_dict(cfg)
     base.pop("pretrain")
+    base.pop("distill", None)
     base.pop("peft", None)  # the stage pretrains the whole encoder; `pretrain.peft` may still set one
     base["output_dir"] = os.path.join(cfg.output_dir, "pretrain")
     base["task"] = {"name": "masked_lm"}

@@ -82,6 +82,8 @@ def run_experiment(cfg, strategy=None, verbose=True):
         cfg = dataclasses.replace(cfg, pretrain=None, task=dataclasses.replace(cfg.task, init_checkpoint=stage.output_dir))
     if cfg.trainer.peak_flops is None:
         cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, peak_flops=measure_peak_flops(1024)))
+    if cfg.distill is not None:  # the teacher run is where it was when training started, wherever one resumes
+        cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, teacher=os.path.abspath(cfg.distill.teacher)))
     recipe = get_recipe(cfg.task.name)
     chief = is_chief(strategy)
     if chief:
@@ -92,10 +94,15 @@ def run_experiment(cfg, strategy=None, verbose=True):
         write_labels(cfg.output_dir, meta)
     labels, num_choices = meta.get("label_names"), meta.get("num_choices")
     train_fn, eval_fn = recipe.dataset_fns(cfg, tokenizer, train_data, eval_data)
+    distillation_fn = None
+    if cfg.distill is not None:
+        from tfm.compression import distill_run
+
+        train_fn, distillation_fn = distill_run.prepare(cfg, recipe, tokenizer, train_data, meta, train_fn)
     trainer = Trainer(cfg.trainer, cfg.output_dir, lambda: build_task(cfg, tokenizer, labels, num_choices),
                       train_fn, eval_fn, strategy=strategy, sample_fn=recipe.sample_fn(cfg, tokenizer),
                       report_fn=recipe.report_fn(cfg, tokenizer, eval_data, meta), hparams=_flat_hparams(cfg),
-                      verbose=verbose)
+                      verbose=verbose, distillation_fn=distillation_fn)
     if chief:
         write_backbone(cfg.output_dir, trainer.model.backbone)
     trainer.flops_per_token = training_flops_per_token(trainer.model.backbone, cfg.data.sequence_length,

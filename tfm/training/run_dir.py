@@ -58,8 +58,13 @@ def init_source(cfg):
 
 
 def init_tokenizer(cfg):
-    """The tokenizer that comes with `task.init_checkpoint`, or None."""
+    """The tokenizer that comes with `task.init_checkpoint` (or with the `distill.teacher` run), or None."""
     kind, path = init_source(cfg)
+    if kind is None and cfg.distill is not None:  # a student reads its teacher's token ids
+        path = os.path.join(cfg.distill.teacher, TOKENIZER_DIR)
+        if not os.path.isdir(path):
+            raise InputError(f"distill.teacher={cfg.distill.teacher!r} is not a tfm run dir (no {TOKENIZER_DIR}/)")
+        return tfm_data.load_tokenizer(path)
     if kind == "run":
         return tfm_data.load_tokenizer(os.path.join(path, TOKENIZER_DIR))
     if kind == "pretrained":
@@ -103,9 +108,36 @@ def build_task(cfg, tokenizer, label_names=None, num_choices=None, initialize=Tr
         num_choices: int (multiple choice), when not in the config.
         initialize: bool, load `task.init_checkpoint` (False when a run's own checkpoint follows).
     """
+    if initialize and cfg.distill is not None and cfg.distill.student_layers is not None:
+        return apply_peft(cfg, _student_from_teacher(cfg), tokenizer)
     backbone = initial_backbone(cfg, tokenizer) if initialize else build_backbone(cfg, tokenizer.vocabulary_size)
     task = get_recipe(cfg.task.name).build(cfg, backbone, label_names=label_names, num_choices=num_choices)
+    if initialize and cfg.distill is not None and cfg.distill.student_embeddings == "teacher_pca":
+        _teacher_pca_embeddings(cfg, task)
     return apply_peft(cfg, task, tokenizer)
+
+
+def _student_from_teacher(cfg):
+    """`distill.student_layers`: the teacher's architecture with those layers, its embeddings and head."""
+    from tfm.compression.distillation import student_from_teacher
+
+    teacher = load_run(cfg.distill.teacher).task
+    try:
+        return student_from_teacher(teacher, cfg.distill.student_layers, dropout=cfg.model.dropout)
+    except ValueError as error:
+        raise InputError(f"distill.student_layers: {error}") from None
+
+
+def _teacher_pca_embeddings(cfg, task):
+    """`distill.student_embeddings: teacher_pca`: the teacher's token embeddings on their top principal directions."""
+    from tfm.compression.distillation import principal_embeddings
+
+    teacher = load_run(cfg.distill.teacher).task.backbone.token_embedding.embeddings.numpy()
+    student = task.backbone.token_embedding.embeddings
+    try:
+        student.assign(principal_embeddings(teacher, student.shape[1]))
+    except ValueError as error:
+        raise InputError(f"distill.student_embeddings: {error}") from None
 
 
 def apply_peft(cfg, task, tokenizer):

@@ -66,6 +66,8 @@ class Trainer:
             F1) added to the eval metrics at each evaluation, on the chief only.
         hparams: optional dict logged once to the TensorBoard hparams plugin.
         verbose: bool, print a progress bar on the chief.
+        distillation_fn: optional callable `(model) -> tfm.compression.Distillation`, called inside the strategy
+            scope: the step's loss is the distillation objective (a config's `distill:` section).
 
     Example:
     >>> trainer = Trainer(cfg.trainer, "runs/x", lambda: MaskedLM(backbone), train_fn)   # doctest: +SKIP
@@ -73,7 +75,8 @@ class Trainer:
     """
 
     def __init__(self, config, output_dir, model_fn, train_dataset_fn, eval_dataset_fn=None, strategy=None,
-                 flops_per_token=None, sample_fn=None, report_fn=None, hparams=None, verbose=True):
+                 flops_per_token=None, sample_fn=None, report_fn=None, hparams=None, verbose=True,
+                 distillation_fn=None):
         check_output_dir(output_dir)  # before building anything
         self.config = config
         self.output_dir = output_dir
@@ -95,6 +98,7 @@ class Trainer:
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.model = model_fn()
+            self.distillation = distillation_fn(self.model) if distillation_fn is not None else None
             self.optimizer = create_optimizer(config, pre_reduced=True)
             # Built here, inside the scope, before the first step (keras#23085).
             self.optimizer.build(self.model.trainable_variables)
@@ -205,8 +209,11 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- steps
     def _forward_backward(self, x, y, sample_weight):
         with tf.GradientTape() as tape:
-            y_pred = self.model(x, training=True)
-            loss_sum, weight_sum = self.model.loss_sums(y, y_pred, sample_weight)
+            if self.distillation is not None:  # the student's objective against its teacher
+                loss_sum, weight_sum, _ = self.distillation.loss_sums(self.model, x, y, sample_weight)
+            else:
+                y_pred = self.model(x, training=True)
+                loss_sum, weight_sum = self.model.loss_sums(y, y_pred, sample_weight)
             # fp16: loss-scale the per-token mean, not the sum (whose 2**15-scaled gradients overflow fp16);
             # the sum's gradients are restored in float32 below.
             objective = loss_sum

@@ -158,8 +158,9 @@ def _add_export(commands):
     export.add_argument("--version", type=int, help="SavedModel version (default: latest + 1)")
     export.add_argument("--merge-adapter", action="store_true", help="peft runs: fold the LoRA / AdaLoRA update "
                                                                      "into the base kernels before exporting")
-    export.add_argument("--quantize", choices=["int8", "int8_weight_only"], help="int8 weights in the SavedModel: "
-                        "int8 = W8A8 dynamic (int8 activations per token), int8_weight_only = float activations; "
+    export.add_argument("--quantize", choices=["int8", "int8_weight_only", "bfloat16"], help="int8 weights in the "
+                        "SavedModel: int8 = W8A8 dynamic (int8 activations per token), int8_weight_only = float "
+                        "activations; bfloat16 = bfloat16 weights and compute (the classifier head stays float32); "
                         "with --format tflite, int8 = TFLite's dynamic-range quantization")
     export.add_argument("--num-candidates", type=int, help="masked_lm: fill-mask candidates per mask (default 5)")
     export.add_argument("--top-k", type=int, help=argparse.SUPPRESS)  # the old name of --num-candidates

@@ -1,5 +1,5 @@
 """Text-classifier runs as served: each run exported in the chosen formats (SavedModel float32 / int8 W8A8 dynamic /
-int8 weight-only, TFLite float32 / dynamic-range int8), then dev accuracy of each export, its size, the parameters
+int8 weight-only / bfloat16, TFLite float32 / dynamic-range int8), then dev accuracy of each export, its size, the parameters
 of the run's model and batch-1 latency (p50 / p99 over single-text calls, tokenizer in the graph), all measured on
 the exports as a server loads them. For the int8 table and the distillation table of the README.
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 FORMATS = {  # name -> (export format, quantize)
     "float32": ("saved_model", None), "int8": ("saved_model", "int8"),
-    "int8_weight_only": ("saved_model", "int8_weight_only"), "tflite": ("tflite", None),
+    "int8_weight_only": ("saved_model", "int8_weight_only"), "bfloat16": ("saved_model", "bfloat16"),
+    "tflite": ("tflite", None),
     "tflite_int8": ("tflite", "int8"),
 }
 

@@ -183,3 +183,32 @@ def test_keras_quantize_of_a_plain_dense_equals_tfm_dense():
     theirs.quantize("int8")
     x = rng.normal(size=(3, 24)).astype("float32")
     np.testing.assert_array_equal(ours(x).numpy(), theirs(x).numpy())
+
+
+def test_bfloat16_weights_halve_the_bytes_generate_and_save(tmp_path):
+    task = _gpt()
+    x = _inputs()
+    float_logits = task(x).numpy()
+    cast = tfm.compression.cast_weights(task)
+    assert {w.dtype for w in cast.weights} == {"bfloat16"}  # a causal LM has no float32 head
+    assert sum(np.dtype(keras.backend.standardize_dtype(w.dtype)).itemsize * np.prod(w.shape) for w in cast.weights) \
+        == sum(w.numpy().nbytes for w in task.weights) / 2
+    for a, b in zip(cast.weights, task.weights):  # each weight is its float value rounded to bfloat16
+        np.testing.assert_array_equal(np.asarray(a.numpy(), "float32"),
+                                      tf.cast(tf.cast(b.numpy(), tf.bfloat16), tf.float32).numpy())
+    logits = np.asarray(cast(x), "float32")
+    # bfloat16 keeps 8 significant bits (relative rounding 2^-9): through two blocks the logits move by a few %.
+    assert 0 < np.abs(logits - float_logits).max() < 0.1 * np.abs(float_logits).max()
+    tokens = x["token_ids"]
+    for _ in range(5):  # the generate loop equals a step-by-step greedy decode of the bfloat16 forward pass
+        step = np.asarray(cast({"token_ids": tokens, "padding_mask": np.ones_like(tokens)}), "float32")
+        tokens = np.concatenate([tokens, step[:, -1].argmax(-1)[:, None].astype("int32")], axis=1)
+    out = cast.generate(x["token_ids"], max_new_tokens=5)
+    np.testing.assert_array_equal(out["token_ids"], tokens)
+    cast.save(tmp_path / "bf16.keras")
+    loaded = keras.saving.load_model(tmp_path / "bf16.keras")
+    assert loaded.backbone.token_embedding.embeddings.dtype == "bfloat16"
+    np.testing.assert_array_equal(np.asarray(loaded(x), "float32"), logits)
+    tfm.compression.quantize(task, "int8")
+    with pytest.raises(ValueError, match="cast the float model"):
+        tfm.compression.cast_weights(task)

@@ -70,6 +70,14 @@ def test_export_quantized_from_a_run(run_dir, tmp_path, capsys):
     probabilities = loaded.signatures["serving_default"](text=tf.constant(texts))["probabilities"].numpy()
     expected = references.classify(task, tokenizer, texts, L)
     assert 0 < np.abs(probabilities - expected).max() < 0.05
+    # bfloat16 weights: every backbone variable in bfloat16, the classifier head float32.
+    assert main(["export", str(run), str(tmp_path / "bf16"), "--quantize", "bfloat16"]) == 0
+    dtypes = tf.train.load_checkpoint(str(tmp_path / "bf16" / "1" / "variables" / "variables")).get_variable_to_dtype_map()
+    assert sum(d == tf.float32 for d in dtypes.values()) == 2  # the logits layer's kernel and bias
+    assert sum(d == tf.bfloat16 for d in dtypes.values()) == len(task.backbone.weights)
+    loaded = tf.saved_model.load(str(tmp_path / "bf16" / "1"))
+    probabilities = loaded.signatures["serving_default"](text=tf.constant(texts))["probabilities"].numpy()
+    assert 0 < np.abs(probabilities - expected).max() < 0.05
     capsys.readouterr()
     assert main(["export", str(run), str(tmp_path / "q_hf"), "--format", "hf", "--quantize", "int8"]) == 2
     assert "--quantize applies to SavedModel and TFLite exports" in capsys.readouterr().err

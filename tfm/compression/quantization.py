@@ -84,3 +84,27 @@ def quantization_error_bound(x, w, activations_quantized):
         x_step = np.max(np.abs(x), axis=1, keepdims=True) / 254.0  # (M, 1)
         bound = bound + x_step * (np.abs(w).sum(axis=0)[None, :] + w.shape[0] * w_step[None, :])
     return bound
+
+
+def cast_weights(task, dtype="bfloat16"):
+    """A copy of `task` whose backbone stores (and computes in) `dtype`: half the bytes of float32 per weight.
+
+    The copy is rebuilt from the task's config with the backbone's dtype policy set to `dtype` (Keras variables
+    cannot change dtype in place); heads built with float32 layers (the classifier's logits) stay float32.
+
+    Args:
+        task: a float32 `tfm.tasks` model, not int8-quantized.
+        dtype: `"bfloat16"` (or `"float16"`).
+
+    Returns:
+        The new task.
+    """
+    if getattr(task, "quantization", None):
+        raise ValueError(f"{task.name} has int8 weights ({task.quantization}); cast the float model")
+    config = task.get_config()
+    backbone = dict(config["backbone"])
+    backbone["config"] = {**backbone["config"], "dtype": dtype}
+    config["backbone"] = backbone
+    copy = type(task).from_config(config)
+    copy.set_weights(task.get_weights())  # each value cast to its variable's dtype
+    return copy

@@ -19,7 +19,7 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, merge_ad
         merge_adapter: bool, fold a PEFT run's LoRA / AdaLoRA update into the kernels first (the export then
             computes as a plain model); "hf" exports of LoRA runs always merge.
         quantize: optional `tfm.compression` mode (`"int8"`, `"int8_weight_only"`) applied before a SavedModel
-            export (after any merge); with format "tflite", "int8" is TFLite's dynamic-range quantization.
+            export (after any merge), or `"bfloat16"` (`tfm.compression.cast_weights`); with format "tflite", "int8" is TFLite's dynamic-range quantization.
         **options: task options (None = default); those the run's task does not take are ignored (the
             task's recipe lists them: `tfm.recipes.get_recipe(name).export_options`).
 
@@ -55,9 +55,9 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, merge_ad
         if format != "saved_model":
             raise InputError(f"--quantize applies to SavedModel and TFLite exports; --format {format} writes float "
                              f"weights")
-        from tfm.compression import quantize as quantize_task
+        from tfm.compression import cast_weights, quantize as quantize_task
 
-        quantize_task(run.task, quantize)
+        run.task = cast_weights(run.task, quantize) if quantize == "bfloat16" else quantize_task(run.task, quantize)
     if format == "hf":
         return run.task.export_to_hf(export_dir, tokenizer=run.tokenizer, label_names=run.label_names)
     if format == "tflite":

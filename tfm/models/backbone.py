@@ -20,7 +20,9 @@ class Backbone(keras.Model):
         # Not chained to keras.Model: a functional model's config is a layer graph, which the
         # subclass constructor cannot take. The hyperparameters rebuild the same graph.
         config = {"name": self.name, "trainable": self.trainable}
-        config["dtype"] = keras.dtype_policies.serialize(self.dtype_policy)
+        # The layers' policy: a functional model's own `dtype_policy` ignores the constructor's `dtype` (it stays
+        # the global one), so a bfloat16 backbone would otherwise come back float32 from a .keras file.
+        config["dtype"] = keras.dtype_policies.serialize(self.token_embedding.dtype_policy)
         config.update({key: getattr(self, key) for key in self.HYPERPARAMETERS})
         return config
 

@@ -162,7 +162,8 @@ def test_distiller_fit_teaches_a_smaller_student_its_teachers_predictions():
 
 
 @pytest.mark.slow
-def test_distill_section_trains_a_student_from_teacher_layers_with_and_without_the_cache(tmp_path):
+def test_distill_section_trains_a_cached_student_from_teacher_layers(tmp_path, capsys):
+    """`tfm train` with a `distill:` section (the cache's logits equal the live teacher's: tested above)."""
     from tests.training.test_finetune import _config, _sst2_slice
     from tfm.cli import main
     from tfm.training.config import ExperimentConfig, from_dict, to_dict
@@ -170,24 +171,21 @@ def test_distill_section_trains_a_student_from_teacher_layers_with_and_without_t
 
     train, dev = _sst2_slice(tmp_path, 200, 40)
     teacher = _config(tmp_path / "teacher", "text_classifier", [train], [dev], data={"format": "tsv"},
-                      model={"num_layers": 2}, trainer={"steps": 6, "eval_every": 6, "checkpoint_every": 6})
+                      model={"num_layers": 2}, trainer={"steps": 4, "eval_every": 4, "checkpoint_every": 4})
     run_experiment(teacher, verbose=False)
-    losses = {}
-    for cached in (True, False):
-        raw = to_dict(_config(tmp_path / f"student_{cached}", "text_classifier", [train], [dev], data={"format": "tsv"},
-                              trainer={"steps": 2, "log_every": 1, "eval_every": 2, "checkpoint_every": 2}))
-        raw["distill"] = {"teacher": teacher.output_dir, "student_layers": [1], "teacher_cache": cached,
-                          "temperature": 2.0}
-        cfg = from_dict(ExperimentConfig, raw)
-        run_experiment(cfg, verbose=False)
-        run = load_run(cfg.output_dir)
-        assert run.task.backbone.num_layers == 1 and run.tokenizer.vocabulary_size == load_run(
-            teacher.output_dir).tokenizer.vocabulary_size
-        losses[cached] = [float(v) for _, v in _events(f"{cfg.output_dir}/train")["loss"]]
-        assert json.loads((tmp_path / f"student_{cached}" / "run" / "metrics.json").read_text())["step"] == 2
-    # The cached logits are the live teacher's: the same loss at every step.
-    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
-    assert main(["evaluate", str(tmp_path / "student_True" / "run"), "--data", str(dev)]) == 0
+    raw = to_dict(_config(tmp_path / "student", "text_classifier", [train], [dev], data={"format": "tsv"},
+                          trainer={"steps": 2, "log_every": 1, "eval_every": 2, "checkpoint_every": 2}))
+    raw["distill"] = {"teacher": teacher.output_dir, "student_layers": [1], "teacher_cache": True, "temperature": 2.0}
+    cfg = from_dict(ExperimentConfig, raw)
+    run_experiment(cfg, verbose=False)
+    run, teacher_run = load_run(cfg.output_dir), load_run(teacher.output_dir)
+    assert run.task.backbone.num_layers == 1 and teacher_run.task.backbone.num_layers == 2
+    assert run.tokenizer.vocabulary_size == teacher_run.tokenizer.vocabulary_size  # the teacher's tokenizer
+    assert json.loads((tmp_path / "student" / "run" / "metrics.json").read_text())["step"] == 2
+    assert len(_events(f"{cfg.output_dir}/train")["loss"]) == 2
+    capsys.readouterr()
+    assert main(["evaluate", cfg.output_dir, "--data", str(dev)]) == 0
+    assert "accuracy" in capsys.readouterr().out
 
 
 def test_principal_embeddings_keep_the_geometry_of_the_teachers():
@@ -224,3 +222,21 @@ def test_distill_section_errors_name_the_key(section, task, message):
     with pytest.raises(ConfigError) as info:
         from_dict(ExperimentConfig, {"task": {"name": task}, "distill": section})
     assert message in str(info.value)
+
+
+def test_masked_augmentation_masks_real_tokens_of_the_chosen_rows_only():
+    from tfm.compression.distillation import masked_augmentation
+
+    ids = np.array([[2, 7, 9, 11, 3, 0, 0]] * 400, "int32")  # [CLS]=2 ... [SEP]=3, padding 0
+    x = {"token_ids": ids, "padding_mask": (ids > 0).astype("int32")}
+    labels = np.zeros(400, "int32")
+    out = masked_augmentation(4, [0, 2, 3, 4], 1.0, 1.0, seed=1)(x, labels)
+    np.testing.assert_array_equal(out[0]["token_ids"][0], [2, 4, 4, 4, 3, 0, 0])  # specials and padding stay
+    assert out[1] is labels
+    np.testing.assert_array_equal(masked_augmentation(4, [0, 2, 3, 4], 0.0, 1.0, seed=1)(x, labels)[0]["token_ids"], ids)
+    half = np.asarray(masked_augmentation(4, [0, 2, 3, 4], 0.5, 0.5, seed=1)(x, labels)[0]["token_ids"])
+    changed_rows = (half != ids).any(1).mean()
+    masked_tokens = (half[:, 1:4] == 4).mean()
+    # 400 rows: half are chosen, and a chosen row keeps all 3 tokens with probability 1/8 (binomial sd ~0.025).
+    assert 0.5 * 7 / 8 - 0.1 < changed_rows < 0.5 * 7 / 8 + 0.1
+    assert 0.25 - 0.08 < masked_tokens < 0.25 + 0.08

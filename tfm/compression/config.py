@@ -44,6 +44,12 @@ class DistillConfig(_Config):
     # Compute the teacher's logits once over the training set (looked up by token ids while training) instead of
     # running the teacher in every step. Only for the logits loss: hidden states and attentions need the teacher.
     teacher_cache: bool = False
+    # Augmentation for the student (Tang et al. 2019, "Distilling task-specific knowledge from BERT into simple
+    # neural networks"): this fraction of the training examples has each real token replaced by [MASK] with
+    # probability `augment_mask_rate`; the teacher's soft targets on the masked text are what the student learns
+    # there (needs the live teacher: no teacher_cache).
+    augment_fraction: float = 0.0
+    augment_mask_rate: float = 0.15
 
     def _validate(self):
         _require(bool(self.teacher), "teacher", "must name the teacher's run dir")
@@ -60,6 +66,12 @@ class DistillConfig(_Config):
         for pair in self.hidden_state_layers or ():
             _require(len(pair) == 2 and min(pair) >= 0, "hidden_state_layers",
                      f"must hold [student layer, teacher layer] pairs, got {pair!r}")
+        _require(0.0 <= self.augment_fraction <= 1.0, "augment_fraction", f"must be in [0, 1], got {self.augment_fraction}")
+        _require(0.0 < self.augment_mask_rate <= 1.0, "augment_mask_rate",
+                 f"must be in (0, 1], got {self.augment_mask_rate}")
+        _require(not (self.teacher_cache and self.augment_fraction), "teacher_cache",
+                 "holds the teacher's logits on the unaugmented examples: augment_fraction needs the live teacher "
+                 "(set teacher_cache: false)")
         _require(not (self.teacher_cache and (self.hidden_state_weight or self.attention_weight)), "teacher_cache",
                  "caches the teacher's logits only: hidden_state_weight and attention_weight need the teacher in "
                  "every step (set teacher_cache: false)")

@@ -31,6 +31,15 @@ def prepare(cfg, recipe, tokenizer, train_data, meta, train_fn):
         raise InputError(f"the tokenizer has {tokenizer.vocabulary_size} tokens, the teacher's "
                          f"{run.tokenizer.vocabulary_size}: distillation needs the teacher's (leave "
                          f"data.tokenizer.path unset)")
+    if d.augment_fraction:
+        from tfm.compression.distillation import masked_augmentation
+
+        if tokenizer.mask_id is None:
+            raise InputError("distill.augment_fraction masks tokens, and the tokenizer has no [MASK] token")
+        augment = masked_augmentation(tokenizer.mask_id, tokenizer.special_ids, d.augment_fraction,
+                                      d.augment_mask_rate, seed=cfg.trainer.seed)
+        plain_fn = train_fn
+        train_fn = lambda batch_size, ctx: plain_fn(batch_size, ctx).map(augment)  # noqa: E731
     if d.teacher_cache:
         batches = recipe.labelled_dataset(cfg, tokenizer, train_data, cfg.trainer.batch_size, False)
         train_fn = TeacherCache.build(run.task, batches).attach_to(train_fn)

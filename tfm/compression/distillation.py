@@ -286,6 +286,23 @@ class TeacherCache:
         return lambda batch_size, ctx: dataset_fn(batch_size, ctx).map(self.attach, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def masked_augmentation(mask_id, special_ids, fraction, rate, seed=None):
+    """A tf.data map over `(x, y[, w])` batches: in `fraction` of the rows, each real token that is not special
+    becomes `mask_id` with probability `rate` (Tang et al. 2019's masking augmentation for distillation)."""
+    special = tf.constant(sorted(i for i in special_ids if i is not None), tf.int32)
+
+    def augment(*batch):
+        x = dict(batch[0])
+        ids = x["token_ids"]
+        rows = tf.random.uniform(tf.shape(ids)[:1], seed=seed) < fraction
+        tokens = tf.random.uniform(tf.shape(ids), seed=None if seed is None else seed + 1) < rate
+        real = tf.cast(x["padding_mask"], tf.bool) & ~tf.reduce_any(ids[..., None] == special, axis=-1)
+        x["token_ids"] = tf.where(rows[:, None] & tokens & real, tf.constant(mask_id, ids.dtype), ids)
+        return (x,) + tuple(batch[1:])
+
+    return augment
+
+
 class Distiller(keras.Model):
     """`model.fit` for distillation: trains `student` against `teacher` (frozen), with Keras' `Distiller` names.
 

@@ -76,3 +76,13 @@ def test_readme_faq_example():
     served = tf.saved_model.load(str(namespace["export_dir"]))
     out = served.signatures["answer"](question=tf.constant(["do you take credit cards?", "tell me a joke"]))
     assert out["source_id"].numpy()[0] == b"payment" and out["answered"].numpy().tolist() == [True, False]
+
+
+def test_readme_distillation_example():
+    namespace = {}
+    exec(compile(readme_block("distill"), "README.md[distill]", "exec"), namespace)
+    teacher, student = namespace["teacher"], namespace["student"]
+    # MiniLM's block: QKV 384 x 1152 + 1152, output 384 x 384 + 384, feed-forward 384 x 1536 + 1536 and
+    # 1536 x 384 + 384, two layer norms 4 x 384: 1,774,464 parameters; the student drops three.
+    assert teacher.count_params() == 22_713_986 and student.count_params() == 22_713_986 - 3 * 1_774_464
+    assert [v.path for v in namespace["distiller"].trainable_weights] == [v.path for v in student.trainable_weights]

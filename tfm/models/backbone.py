@@ -22,7 +22,8 @@ class Backbone(keras.Model):
         config = {"name": self.name, "trainable": self.trainable}
         # The layers' policy: a functional model's own `dtype_policy` ignores the constructor's `dtype` (it stays
         # the global one), so a bfloat16 backbone would otherwise come back float32 from a .keras file.
-        config["dtype"] = keras.dtype_policies.serialize(self.token_embedding.dtype_policy)
+        layer = getattr(self, "token_embedding", None)
+        config["dtype"] = keras.dtype_policies.serialize((layer or self).dtype_policy)
         config.update({key: getattr(self, key) for key in self.HYPERPARAMETERS})
         return config
 

@@ -139,22 +139,22 @@ def test_distiller_fit_teaches_a_smaller_student_its_teachers_predictions():
     keras.utils.set_random_seed(5)
     teacher = tfm.tasks.TextClassifier(tfm.models.BertBackbone(**{**TINY, "num_layers": 2}), 3, dropout=0.0)
     teacher.compile(optimizer=keras.optimizers.Adam(1e-2))
-    teacher.fit(x, ids[:, 0] % 3, batch_size=16, epochs=30, verbose=0)  # a toy rule: the class of the first token
+    teacher.fit(x, ids[:, 0] % 3, batch_size=16, epochs=15, verbose=0)  # a toy rule: the class of the first token
     wanted = np.argmax(teacher(x), -1)
     keras.utils.set_random_seed(6)
     student = tfm.tasks.TextClassifier(tfm.models.BertBackbone(**{**TINY, "num_layers": 1, "hidden_dim": 16,
                                                                   "intermediate_dim": 32}), 3, dropout=0.0)
     labels = rng.integers(0, 3, 64).astype("int32")  # unrelated labels with weight 0: the teacher is all it learns
     distiller = Distiller(teacher, student, temperature=1.0, student_loss_weight=0.0)
-    distiller.compile(optimizer=keras.optimizers.Adam(3e-3))
+    distiller.compile(optimizer=keras.optimizers.Adam(6e-3))
 
     def agreement():
         return float(np.mean(np.argmax(student(x), -1) == wanted))
 
     before = agreement()
-    history = distiller.fit(x, labels, batch_size=16, epochs=60, verbose=0).history["loss"]
+    history = distiller.fit(x, labels, batch_size=16, epochs=30, verbose=0).history["loss"]
     # Measured (2-core Intel Xeon, three seeds): the teacher learns the rule (accuracy 1.0, classes 13-26 of 64
-    # each); the student's agreement 0.22-0.39 -> 1.0, KL 1.02-1.04 -> 0.0009-0.0011.
+    # each); the student's agreement 0.22-0.39 -> 1.0, KL 0.87-0.95 -> 0.00001-0.0004.
     assert min(np.bincount(wanted, minlength=3)) >= 8  # a teacher with varied predictions
     assert agreement() >= 0.9 and before <= 0.6, (before, agreement())
     assert history[-1] < 0.1 * history[0]

@@ -16,6 +16,11 @@ from tfm.training.config_core import _NON_NEGATIVE, _POSITIVE, _Config, _check, 
 TASKS = ("text_classifier", "token_classifier", "multiple_choice", "masked_lm", "causal_lm")
 
 
+def uniform_layer_map(teacher_layers, student_layers):
+    """TinyBERT's uniform map: student layer i <- teacher layer (i + 1) * Lt / Ls - 1 (0-based pairs)."""
+    return [[i, (i + 1) * teacher_layers // student_layers - 1] for i in range(student_layers)]
+
+
 @dataclass
 class DistillConfig(_Config):
     """Knowledge distillation from a trained teacher run into the task this config trains (the student).
@@ -82,5 +87,4 @@ class DistillConfig(_Config):
             return [list(pair) for pair in self.hidden_state_layers]
         if self.student_layers is not None:
             return [[i, t] for i, t in enumerate(self.student_layers)]
-        n = student_layers
-        return [[i, (i + 1) * teacher_layers // n - 1] for i in range(n)]
+        return uniform_layer_map(teacher_layers, student_layers)

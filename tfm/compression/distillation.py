@@ -320,8 +320,9 @@ class Distiller(keras.Model):
                  hidden_state_layers=None, attention_weight=0.0, name="distiller", **kwargs):
         super().__init__(name=name, **kwargs)
         if hidden_state_weight and not hidden_state_layers:
-            s, t = student.backbone.num_layers, teacher.backbone.num_layers
-            hidden_state_layers = [[i, (i + 1) * t // s - 1] for i in range(s)]
+            from tfm.compression.config import uniform_layer_map
+
+            hidden_state_layers = uniform_layer_map(teacher.backbone.num_layers, student.backbone.num_layers)
         self.teacher, self.student = teacher, student
         self.distillation = Distillation(teacher, temperature, student_loss_weight, hidden_state_weight,
                                          hidden_state_layers, attention_weight)

@@ -13,7 +13,7 @@ With float32 runs, both libraries are also timed under `mixed_bfloat16` through 
 MFU = tokens/s x analytical FLOPs per token (`tfm.training.flops`: 6N + attention, MLM head only at the
 masked positions) / the peak of a large matmul measured in this process. Generation is greedy, 16-token
 prompt, 64 new tokens; its limit at batch 1 is memory bandwidth (every weight read once per token), which is
-measured here by reading a 512 MB buffer.
+measured here by batch-1 vector-matrix products over 512 MB of float32 weights (`measure_bandwidth`).
 
 Example:
     tfm bench --cases train_bert_mini,generate_b1 --json bench.json
@@ -165,18 +165,36 @@ def alternate(sides, steps, repeats, warmup=1):
 
 
 # ------------------------------------------------------------------------------------------------ measurements
-def measure_bandwidth(megabytes=512, repeats=5):
-    """Read bandwidth in bytes/s: best time of an XLA sum over a float32 buffer larger than any cache."""
+def measure_bandwidth(megabytes=512, passes=4, repeats=5, width=4096):
+    """Read bandwidth in bytes/s as a decode step achieves it: batch-1 vector-matrix products through float32
+    weights, the way `tfm.layers.Dense` runs them under XLA (the same dot, barrier and threading).
+
+    The weights are `megabytes` of [width, width] matrices (far larger than any cache), chained as layers are;
+    one call reads all of them `passes` times, so dispatch overhead is amortized; the best of `repeats` calls
+    counts. (A single-threaded XLA `reduce_sum` over one buffer, the earlier probe, read about 30% slower than
+    the decode step itself does on a 2-core Xeon.)
+    """
     import tensorflow as tf
 
-    x = tf.random.uniform((megabytes * 2**20 // 4,))
-    total = tf.function(tf.reduce_sum, jit_compile=True)
+    from tfm.layers.dense import fusion_barrier
+
+    count = max(1, megabytes * 2**20 // (4 * width * width))
+    weights = [tf.Variable(tf.random.normal((width, width), stddev=width**-0.5)) for _ in range(count)]
+    x = tf.random.normal((1, width))
+
+    @tf.function(jit_compile=True)
+    def read_all(h):
+        for _ in range(passes):
+            for w in weights:
+                h = fusion_barrier(tf.matmul(h, w))
+        return tf.reduce_sum(h)
+
     best = float("inf")
     for _ in range(repeats + 1):  # the first call compiles
         start = time.perf_counter()
-        total(x).numpy()
+        read_all(x).numpy()
         best = min(best, time.perf_counter() - start)
-    return megabytes * 2**20 / best
+    return passes * count * width * width * 4 / best
 
 
 def decode_bytes_per_step(model):

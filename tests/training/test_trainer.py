@@ -59,16 +59,32 @@ def _events(directory):
     return values
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
-    corpus = _corpus(tmp_path)
-    full_dir, killed_dir = tmp_path / "full", tmp_path / "killed"
-    full_dir.mkdir(), killed_dir.mkdir()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_DETERMINISTIC_OPS": "1"}
-    command = [TFM, "train", str(_config(full_dir, corpus))]
-    subprocess.run(command, check=True, env=env, capture_output=True, timeout=600)
+DETERMINISTIC = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_DETERMINISTIC_OPS": "1"}
 
-    command = [TFM, "train", str(_config(killed_dir, corpus))]
+
+class FinishedRun:
+    def __init__(self, command, run):
+        self.command, self.run = command, run
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One uninterrupted `tfm train` run (warmup set from the command line), shared by the tests that read a
+    finished run dir and the killed-run test that must reach its exact weights."""
+    tmp = tmp_path_factory.mktemp("finished")
+    command = [TFM, "train", str(_config(tmp, _corpus(tmp))), "--set", "trainer.warmup_steps=8"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=DETERMINISTIC)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return FinishedRun(command, tmp / "run")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(finished_run, tmp_path):
+    corpus = _corpus(tmp_path)
+    killed_dir = tmp_path / "killed"
+    killed_dir.mkdir()
+    command = [TFM, "train", str(_config(killed_dir, corpus, warmup_steps=8))]  # finished_run's config
+    env = DETERMINISTIC
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = killed_dir / "run" / "checkpoints" / "ckpt-12.index"
     deadline = time.time() + 600
@@ -83,7 +99,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     info = yaml.safe_load((killed_dir / "run" / "run_info.json").read_text())
     # The kill may land between writing ckpt-12 and updating the checkpoint state: 6, 12 or 18.
     assert info["restored_from"].endswith(("ckpt-6", "ckpt-12", "ckpt-18"))
-    full, resumed = _final_weights(full_dir / "run"), _final_weights(killed_dir / "run")
+    full, resumed = _final_weights(finished_run.run), _final_weights(killed_dir / "run")
     assert full.keys() == resumed.keys() and len(full) > 50
     for name in full:
         np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)
@@ -91,12 +107,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_dir_holds_config_tokenizer_and_tensorboard_scalars(tmp_path):
-    corpus = _corpus(tmp_path)
-    result = subprocess.run([TFM, "train", str(_config(tmp_path, corpus)), "--set", "trainer.warmup_steps=8"],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "run"
+def test_run_dir_holds_config_tokenizer_and_tensorboard_scalars(finished_run):
+    run = finished_run.run
     assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["warmup_steps"] == 8
     assert (run / "tokenizer" / "vocab.txt").exists()
     train = _events(run / "train")
@@ -117,7 +129,7 @@ def test_run_dir_holds_config_tokenizer_and_tensorboard_scalars(tmp_path):
     assert metrics["step"] == 24 and metrics["accuracy"] == pytest.approx(float(evals["accuracy"][-1][1]), rel=1e-5)
     # Training a finished run again restores it, trains nothing and evaluates it again: the same numbers,
     # no second eval event, and metrics.json keeps its metrics.
-    again = subprocess.run([TFM, "train", str(_config(tmp_path, corpus))], capture_output=True, text=True, timeout=600)
+    again = subprocess.run(finished_run.command, capture_output=True, text=True, timeout=600, env=DETERMINISTIC)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "eval at step 24: " in again.stdout and f"accuracy={metrics['accuracy']:.4f}" in again.stdout
     assert [s for s, _ in _events(run / "eval")["accuracy"]] == [12, 24]

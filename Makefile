@@ -17,11 +17,11 @@ quickstart: $(STAMP)
 	$(VENV)/bin/tfm quickstart
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -q
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q
 
 # The fast subset for iteration: everything not marked slow.
 test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -q -m "not slow"
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,6 +2,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# `trainer.mixed_precision: auto` resolves to float32 on every CPU in the suite (and in the processes it starts),
+# so the tests' numerics do not depend on whether this CPU has bf16 units; tests/training/test_precision.py sets it.
+os.environ["TFM_BF16_UNITS"] = "0"
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
@@ -15,11 +18,13 @@ pytest.register_assert_rewrite("tests.helpers")
 TEST_SEED = int(os.environ.get("TFM_TEST_SEED", "1234"))
 
 
-# The longest files first (by `--durations` on 2 cores): pytest-xdist's loadfile scheduler hands files out in
-# collection order, and with the slow tests/training files last in the alphabet one worker ran alone for minutes.
-LONGEST_FIRST = ("tests/training/test_distributed.py", "tests/test_readme.py", "tests/training/test_finetune.py",
-                 "tests/training/test_trainer.py", "tests/export/test_saved_model.py", "tests/test_benchmark.py",
-                 "tests/tasks/test_fit_mirrored.py", "tests/training/test_strategy.py")
+# The longest files first (summed `--durations` of a full 2-core run): pytest-xdist's loadfile scheduler hands
+# files out in collection order when the Makefile passes --no-loadscope-reorder (by default xdist 3.8 sends the
+# files with the most tests first, which put test_distributed.py near the end of one worker's queue).
+LONGEST_FIRST = ("tests/training/test_finetune.py", "tests/training/test_distributed.py", "tests/peft/test_training.py",
+                 "tests/export/test_saved_model.py", "tests/test_readme.py", "tests/test_benchmark.py",
+                 "tests/tasks/test_fit_mirrored.py", "tests/training/test_trainer.py",
+                 "tests/tasks/test_token_classifier.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -143,11 +143,11 @@ def test_tiny_run_both_sides_do_the_same_work(tmp_path, capsys):
         assert REQUIRED <= set(r)
         assert r["tfm"] > 0 and r["keras_hub"] > 0
     train, generate = results
-    assert set(train["rounds"]) == {"tfm_trainer", "tfm_fit", "keras_hub", "tfm_fit_bf16", "keras_hub_bf16"}
+    sides = ["tfm_trainer", "tfm_fit", "keras_hub", "tfm_trainer_bf16", "tfm_fit_bf16", "keras_hub_bf16"]  # bf16: default
+    assert set(train["rounds"]) == set(sides)
     assert all(len(v) == 1 for v in [*train["rounds"].values(), *generate["rounds"].values()])  # --tiny: 1 round
     # Batch 2 x 16 tokens per step, counted by the Trainer itself and fed to both fits; logits at 3 masked
     # positions over the 512-token toy vocabulary on every side.
-    sides = ["tfm_trainer", "tfm_fit", "keras_hub", "tfm_fit_bf16", "keras_hub_bf16"]  # bf16 fits: on by default
     assert train["tokens_per_step"] == dict.fromkeys(sides, 32.0)
     assert train["output_shape"] == dict.fromkeys(sides, [2, 3, 512])
     # Tiny BERT-mini (L=2, H=32, I=64, V=512), 16 tokens, 3 predicted: counted matmul by matmul.

@@ -26,10 +26,10 @@ def test_readme_model_fit_workflow(monkeypatch):
     exec(compile(readme_block("fit"), "README.md[fit]", "exec"), namespace)
     classifier, metrics = namespace["classifier"], namespace["metrics"]
     assert classifier.output_shape == (None, 2)
-    # From scratch on 8,000 SST-2 phrases (the 872 dev sentences' majority class is 50.9%). Measured 0.768, and
-    # 0.752 / 0.751 with TFM_TEST_SEED=1 / 2 (2-core AMD EPYC); the floor leaves 0.03 below the lowest for
-    # other CPUs' rounding.
-    assert metrics["accuracy"] > 0.72, metrics
+    # From scratch on 8,000 SST-2 phrases, vocabulary from the same phrases (the 872 dev sentences' majority class
+    # is 50.9%). Measured 0.765, and 0.773 / 0.732 with TFM_TEST_SEED=1 / 2 (2-core Intel Xeon); the floor leaves
+    # 0.03 below the lowest for other CPUs' rounding.
+    assert metrics["accuracy"] > 0.70, metrics
     assert set(metrics) >= {"loss", "accuracy"}
 
 

@@ -254,8 +254,12 @@ def run_case(case, tiny=False, dtype="float32", warmup=1, log=print, bf16_fit=Fa
             keras.config.set_dtype_policy("mixed_bfloat16")
             keras.utils.set_random_seed(0)
             ours16, theirs16 = build_models(case, config)
+            # The Trainer as `trainer.mixed_precision: auto` runs it on such a CPU: bf16 without XLA.
+            trainer16, remove_run_dir16 = trainer_side("tfm_trainer_bf16", ours16, batch, case, "mixed_bfloat16",
+                                                       jit_compile=False)
+            cleanup.append(remove_run_dir16)
             keras.config.set_dtype_policy(dtype)
-            sides += [fit_side("tfm_fit_bf16", ours16, batch, jit_compile=False),
+            sides += [trainer16, fit_side("tfm_fit_bf16", ours16, batch, jit_compile=False),
                       fit_side("keras_hub_bf16", theirs16, batch, jit_compile=False)]
     log(f"{case.name}: warming up, then {case.repeats} rounds of {case.steps} step(s) per side", file=sys.stderr)
     result = summarize(case, alternate(sides, case.steps, case.repeats, warmup=warmup), sides)

@@ -74,7 +74,7 @@ def fit_side(name, model, batch, jit_compile=True):
     return Side(name, run, float(batch[0]["padding_mask"].sum()), _output_shape(model, batch[0]))
 
 
-def trainer_side(name, model, batch, case, mixed_precision="float32"):
+def trainer_side(name, model, batch, case, mixed_precision="float32", jit_compile=True):
     """`tfm.training.Trainer` steps (the `tfm train` path) on a repeated batch; returns `(side, cleanup)`."""
     import shutil
 
@@ -84,7 +84,7 @@ def trainer_side(name, model, batch, case, mixed_precision="float32"):
     from tfm.training.trainer import Trainer
 
     config = TrainerConfig(steps=10**9, batch_size=case.batch_size, learning_rate=5e-5, strategy="default",
-                           mixed_precision=mixed_precision, jit_compile=True)
+                           mixed_precision=mixed_precision, jit_compile=jit_compile)
     run_dir = tempfile.mkdtemp(prefix="tfm_bench_")
     data = tf.data.Dataset.from_tensors(batch).repeat()
     trainer = Trainer(config, run_dir, lambda: model, lambda batch_size, context: data, verbose=False)

@@ -119,6 +119,7 @@ def test_run_dir_holds_config_tokenizer_and_tensorboard_scalars(finished_run):
         assert value == pytest.approx(float(schedule(step)), rel=1e-5)
     # MFU = tokens/s x FLOPs/token / peak (peak fixed at 1e11 in the config).
     info = yaml.safe_load((run / "run_info.json").read_text())
+    assert (info["mixed_precision"], info["jit_compile"]) == ("float32", True)  # what the run resolved and ran
     for (_, mfu), (_, tps) in zip(train["mfu"], train["tokens_per_second"]):
         assert mfu == pytest.approx(tps * info["flops_per_token"] / 1e11, rel=1e-4)
     losses = [v for _, v in train["loss"]]

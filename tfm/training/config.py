@@ -282,7 +282,8 @@ class TrainerConfig(_Config):
     batch_size: int = 32
     learning_rate: float = 1e-4
     strategy: Literal["auto", "default", "mirrored", "multi_worker", "tpu"] = "auto"
-    mixed_precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
+    # `auto`: mixed_bfloat16 on a CPU with bf16 matrix units, float32 elsewhere (`tfm.training.precision`).
+    mixed_precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "float32"
     checkpoint_every: int = 500
     log_every: int = 50
     eval_every: int = 500
@@ -298,7 +299,7 @@ class TrainerConfig(_Config):
     adam_epsilon: float = 1e-6
     clip_norm: Optional[float] = 1.0
     grad_accum_steps: int = 1
-    jit_compile: bool = True
+    jit_compile: Union[bool, Literal["auto"]] = True  # `auto`: XLA, except for bf16 on a CPU
     seed: int = 0
     peak_flops: Optional[float] = None  # per-chip peak FLOP/s, for MFU in the logs
     num_samples: int = 2  # generated samples logged at each eval (causal LM)

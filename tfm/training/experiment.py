@@ -111,7 +111,8 @@ def run_experiment(cfg, strategy=None, verbose=True):
     if chief:
         with open(os.path.join(cfg.output_dir, RUN_INFO_FILENAME), "w") as f:
             json.dump({"peak_flops": cfg.trainer.peak_flops, "flops_per_token": trainer.flops_per_token,
-                       "restored_from": trainer.restored_from}, f, indent=2)
+                       "restored_from": trainer.restored_from, "mixed_precision": trainer.mixed_precision,
+                       "jit_compile": trainer.jit_compile}, f, indent=2)
     return metrics, trainer
 
 

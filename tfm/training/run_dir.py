@@ -165,8 +165,14 @@ def write_backbone(run_dir, backbone):
     checkpoint's, which `model.preset` does not describe) without reading the checkpoint it started from."""
     import keras
 
+    record = keras.saving.serialize_keras_object(backbone)
+    policy = record["config"].get("dtype")
+    if isinstance(policy, dict) and policy.get("config", {}).get("name", "").startswith("mixed_"):
+        # Training precision (`trainer.mixed_precision`) is the trainer's, not the architecture's: the variables
+        # are float32, and evaluation and export read them in float32.
+        record["config"]["dtype"] = keras.dtype_policies.serialize(keras.DTypePolicy("float32"))
     with open(os.path.join(run_dir, BACKBONE_FILENAME), "w", encoding="utf-8") as f:
-        json.dump(keras.saving.serialize_keras_object(backbone), f, indent=2)
+        json.dump(record, f, indent=2)
 
 
 def _recorded_backbone(run_dir):

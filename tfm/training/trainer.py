@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tfm.errors import InputError
 from tfm.peft import core as peft_core
+from tfm.training import precision
 from tfm.training.checkpoints import CHECKPOINT_DIR, check_output_dir, checkpoint_readable, first_line
 from tfm.training.optimizer import create_optimizer
 from tfm.training.strategy import create_strategy, is_chief
@@ -94,7 +95,11 @@ class Trainer:
                 f"{config.grad_accum_steps} micro-batches that divide evenly over {replicas} replicas."
             )
         self.per_replica_batch = micro // replicas
-        keras.config.set_dtype_policy(config.mixed_precision)
+        self.mixed_precision, self.jit_compile, reason = precision.resolve(config.mixed_precision,
+                                                                           config.jit_compile, self.strategy)
+        if reason and self.verbose:
+            print(f"{reason}; XLA {'on' if self.jit_compile else 'off'}")
+        keras.config.set_dtype_policy(self.mixed_precision)
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.model = model_fn()
@@ -245,7 +250,7 @@ class Trainer:
         replica = tf.get_static_value(ctx.replica_id_in_sync_group) if ctx is not None else None
         key = f"{fn.__name__}@{None if replica is None else int(replica)}"
         if key not in self._compiled:
-            self._compiled[key] = tf.function(fn, jit_compile=self.config.jit_compile)
+            self._compiled[key] = tf.function(fn, jit_compile=self.jit_compile)
         return self._compiled[key]
 
     def _accumulate(self, batches, forward_backward):

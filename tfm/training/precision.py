@@ -1,0 +1,93 @@
+"""`trainer.mixed_precision: auto` and `trainer.jit_compile: auto`: bf16 where the CPU has bf16 matrix units.
+
+On CPUs with AMX-BF16 (Intel Sapphire Rapids and later) or AVX512-BF16 (Intel Cooper Lake, AMD Zen 4 and later),
+TensorFlow's oneDNN kernels can run bfloat16 matmuls faster than float32 (1.85x on a 2-core AMD EPYC); XLA's CPU
+backend does not use those units, so a bf16 step there runs without XLA. The flag alone is not enough: a
+2-core Intel Xeon with AVX512-BF16 but no AMX measured bf16 matmuls at 0.64x float32, so `auto` also measures.
+Everywhere else (older CPUs, GPUs, TPUs) `auto` keeps the float32 XLA step.
+
+`TFM_BF16_UNITS=0` (or `1`) overrides the detection: the test suite sets 0 so that every CPU runs the same
+float32 numerics.
+"""
+
+import os
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names, best first
+ENV = "TFM_BF16_UNITS"
+
+
+def bf16_units(cpuinfo=None):
+    """The bf16 matrix-unit flags this CPU reports (`[]` without any), `TFM_BF16_UNITS` first.
+
+    Args:
+        cpuinfo: optional `/proc/cpuinfo` text (read from the machine when None).
+
+    Example:
+    >>> bf16_units("flags : fpu sse avx512f avx512_bf16 avx512_vnni")
+    ['avx512_bf16']
+    """
+    forced = os.environ.get(ENV, "").strip()
+    if forced:
+        if forced not in ("0", "1"):
+            raise ValueError(f"{ENV} must be 0 or 1, got {forced!r}")
+        return [f"{ENV}=1"] if forced == "1" else []
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:  # not Linux: no detection, float32
+            return []
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return [flag for flag in BF16_FLAGS if flag in flags]
+
+
+def _accelerated(strategy):
+    import tensorflow as tf
+
+    if strategy is not None and type(strategy).__name__.startswith("TPU"):
+        return True
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+MIN_SPEEDUP = 1.25  # bf16 only pays where its matmul is clearly faster than float32's
+
+
+def bf16_speedup():
+    """Measured bf16 / float32 FLOP/s of a 2048 x 2048 matmul on this machine (about a second)."""
+    from tfm.training.flops import measure_peak_flops
+
+    return measure_peak_flops(dtype="bfloat16") / measure_peak_flops(dtype="float32")
+
+
+def resolve(mixed_precision, jit_compile, strategy=None, cpuinfo=None, speedup=None):
+    """`(mixed_precision, jit_compile, reason)` with every `auto` replaced by what this machine gets.
+
+    `auto` precision is mixed_bfloat16 where the CPU reports bf16 units *and* a bf16 matmul measures at least
+    `MIN_SPEEDUP` times float32's (`speedup`, measured when None): AVX512-BF16 alone is not always faster (a 2-core
+    Intel Xeon with it but no AMX measured bf16 at 0.64x float32). `TFM_BF16_UNITS=1` skips the measurement.
+
+    Example:
+    >>> resolve("auto", "auto", cpuinfo="flags : avx2")[:2]
+    ('float32', True)
+    """
+    reason = None
+    if mixed_precision == "auto":
+        units = [] if _accelerated(strategy) else bf16_units(cpuinfo)
+        forced = units == [f"{ENV}=1"]
+        if units and not forced and speedup is None:
+            speedup = bf16_speedup()
+        use = bool(units) and (forced or speedup >= MIN_SPEEDUP)
+        mixed_precision = "mixed_bfloat16" if use else "float32"
+        if not units:
+            why = "no CPU bf16 matrix units" if not _accelerated(strategy) else "an accelerator"
+        else:
+            why = f"CPU bf16 units: {', '.join(units)}" + ("" if forced else f"; bf16 matmul {speedup:.2f}x float32")
+        reason = f"trainer.mixed_precision=auto: {mixed_precision} ({why})"
+    if jit_compile == "auto":
+        # XLA everywhere but bf16 on a CPU, where oneDNN's bf16 matmuls beat XLA's.
+        jit_compile = not (mixed_precision == "mixed_bfloat16" and not _accelerated(strategy))
+    return mixed_precision, jit_compile, reason

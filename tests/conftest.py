@@ -5,6 +5,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # `trainer.mixed_precision: auto` resolves to float32 on every CPU in the suite (and in the processes it starts),
 # so the tests' numerics do not depend on whether this CPU has bf16 units; tests/training/test_precision.py sets it.
 os.environ["TFM_BF16_UNITS"] = "0"
+# Under `pytest -n N` on N cores, each worker (and every process it starts) computes on one thread: N workers of
+# N threads each oversubscribe the cores. Set before TensorFlow creates its thread pools.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) >= (os.cpu_count() or 1) > 1:
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

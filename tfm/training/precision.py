@@ -16,15 +16,26 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names, best first
 ENV = "TFM_BF16_UNITS"
 
 
+def bf16_flags(cpuinfo):
+    """The bf16 matrix-unit flags in `/proc/cpuinfo` text, best first.
+
+    Example:
+    >>> bf16_flags("flags : fpu sse avx512f avx512_bf16 avx512_vnni")
+    ['avx512_bf16']
+    """
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return [flag for flag in BF16_FLAGS if flag in flags]
+
+
 def bf16_units(cpuinfo=None):
     """The bf16 matrix-unit flags this CPU reports (`[]` without any), `TFM_BF16_UNITS` first.
 
     Args:
         cpuinfo: optional `/proc/cpuinfo` text (read from the machine when None).
-
-    Example:
-    >>> bf16_units("flags : fpu sse avx512f avx512_bf16 avx512_vnni")
-    ['avx512_bf16']
     """
     forced = os.environ.get(ENV, "").strip()
     if forced:
@@ -37,12 +48,7 @@ def bf16_units(cpuinfo=None):
                 cpuinfo = f.read()
         except OSError:  # not Linux: no detection, float32
             return []
-    flags = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            flags.update(value.split())
-    return [flag for flag in BF16_FLAGS if flag in flags]
+    return bf16_flags(cpuinfo)
 
 
 def _accelerated(strategy):

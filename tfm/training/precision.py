@@ -73,27 +73,27 @@ def resolve(mixed_precision, jit_compile, strategy=None, cpuinfo=None, speedup=N
     """`(mixed_precision, jit_compile, reason)` with every `auto` replaced by what this machine gets.
 
     `auto` precision is mixed_bfloat16 where the CPU reports bf16 units *and* a bf16 matmul measures at least
-    `MIN_SPEEDUP` times float32's (`speedup`, measured when None): AVX512-BF16 alone is not always faster (a 2-core
-    Intel Xeon with it but no AMX measured bf16 at 0.64x float32). `TFM_BF16_UNITS=1` skips the measurement.
+    `MIN_SPEEDUP` times float32's (`speedup`, measured when None; `TFM_BF16_UNITS=1` skips the measurement).
 
     Example:
     >>> resolve("auto", "auto", cpuinfo="flags : avx2")[:2]
     ('float32', True)
     """
+    accelerated = _accelerated(strategy)
     reason = None
     if mixed_precision == "auto":
-        units = [] if _accelerated(strategy) else bf16_units(cpuinfo)
+        units = [] if accelerated else bf16_units(cpuinfo)
         forced = units == [f"{ENV}=1"]
         if units and not forced and speedup is None:
             speedup = bf16_speedup()
         use = bool(units) and (forced or speedup >= MIN_SPEEDUP)
         mixed_precision = "mixed_bfloat16" if use else "float32"
         if not units:
-            why = "no CPU bf16 matrix units" if not _accelerated(strategy) else "an accelerator"
+            why = "an accelerator" if accelerated else "no CPU bf16 matrix units"
         else:
             why = f"CPU bf16 units: {', '.join(units)}" + ("" if forced else f"; bf16 matmul {speedup:.2f}x float32")
         reason = f"trainer.mixed_precision=auto: {mixed_precision} ({why})"
     if jit_compile == "auto":
         # XLA everywhere but bf16 on a CPU, where oneDNN's bf16 matmuls beat XLA's.
-        jit_compile = not (mixed_precision == "mixed_bfloat16" and not _accelerated(strategy))
+        jit_compile = not (mixed_precision == "mixed_bfloat16" and not accelerated)
     return mixed_precision, jit_compile, reason

@@ -53,6 +53,10 @@ def _models():
         "pair_classifier": (tasks.TextClassifier(builders.bert(wp), 2), wp, {"text_pair": True}),
         "tagger": (builders.spread_head(tasks.TokenClassifier(builders.bert(wp), 5), "logits"), wp,
                    {"label_names": builders.TAGS}),
+        # A CRF tagger: the learned transitions (spread, std 1) decide tags alongside the emissions.
+        "tagger_crf": (builders.spread_head(builders.spread_head(tasks.TokenClassifier(builders.bert(wp), 5, crf=True),
+                                                                 "logits"), "crf", seed=3), wp,
+                       {"label_names": builders.TAGS}),
         "qa": (builders.spread_head(tasks.SpanQA(builders.bert(wp)), "span_logits"), wp,
                {"doc_stride": 8, "max_query_length": 8, "max_windows": 16}),
         "mlm": (tasks.MaskedLM(builders.bert(sp)), sp, {"num_candidates": 3}),
@@ -81,6 +85,7 @@ def _parity_requests():
         "classifier": [("serving_default", {"text": _strings(TEXTS)}), ("embed", {"text": _strings(TEXTS)})],
         "pair_classifier": [("serving_default", {"text": _strings(TEXTS), "text_pair": _strings(TEXTS[::-1])})],
         "tagger": [("serving_default", {"text": _strings(TEXTS)})],
+        "tagger_crf": [("serving_default", {"text": _strings(TEXTS)})],
         "qa": [("serving_default", {"question": _strings(QUESTIONS), "context": _strings(CONTEXTS)})],
         "mlm": [("serving_default", {"text": _strings(MASKED)})],
         "mc": [("serving_default", {"context": _strings(MC_CONTEXTS), "choices": _strings(
@@ -138,9 +143,9 @@ def served(tmp_path_factory):
         dirs[name] = root / "served" / name / built.name
         metadata = tfm.export.read_metadata(dirs[name])
         signatures[name] = {s: spec["inputs"] for s, spec in metadata["signatures"].items()}
-    # The int8 exports share their signatures' code with the float ones: the bad-input batches run on those.
+    # The int8 and CRF exports share their signatures' code with the plain ones: the bad-input batches run on those.
     parity = _parity_requests()
-    bad = _bad_requests({name: found for name, found in signatures.items() if not name.endswith("_int8")})
+    bad = _bad_requests({name: found for name, found in signatures.items() if not name.endswith(("_int8", "_crf"))})
     requests = [{"dir": str(dirs[n]), "signature": s, "inputs": i} for n, s, i in parity]
     requests += [{"dir": str(dirs[n]), "signature": s, "inputs": i} for n, s, i, _ in bad]
     out = run_standalone(requests, root, timeout=900)

@@ -36,26 +36,33 @@ def embed(task, tokenizer, texts, length):
     return (sequence * mask).sum(1) / mask.sum(1)
 
 
-def _constrained_tags(log_probs, label_names):
-    """Best BIO-valid tag ids by exhaustive dynamic programming in plain Python (no tfm code)."""
+def _constrained_tags(log_probs, label_names, crf=None):
+    """Best BIO-valid tag ids by exhaustive dynamic programming in plain Python (no tfm code); with `crf =
+    (transitions, start, end)`, the path's score also adds `start[first] + transitions[i, j] + ... + end[last]`."""
     def ok(prev, tag):
         return not tag.startswith("I-") or (prev is not None and prev[:1] in "BI" and prev[2:] == tag[2:])
 
-    best = {j: (float(log_probs[0, j]), [j]) for j, t in enumerate(label_names) if ok(None, t)} if len(log_probs) else {}
+    moved, start, end = crf if crf is not None else (np.zeros((len(label_names),) * 2), np.zeros(len(label_names)),
+                                                     np.zeros(len(label_names)))
+    best = {j: (float(log_probs[0, j] + start[j]), [j]) for j, t in enumerate(label_names) if ok(None, t)} \
+        if len(log_probs) else {}
     for w in range(1, len(log_probs)):
-        best = {j: max((score + float(log_probs[w, j]), path + [j]) for i, (score, path) in best.items()
-                       if ok(label_names[i], t)) for j, t in enumerate(label_names)
-                if any(ok(label_names[i], t) for i in best)}
-    return max(best.values())[1] if best else []
+        best = {j: max((score + float(moved[i, j]) + float(log_probs[w, j]), path + [j])
+                       for i, (score, path) in best.items() if ok(label_names[i], t))
+                for j, t in enumerate(label_names) if any(ok(label_names[i], t) for i in best)}
+    return max((score + float(end[path[-1]]), path) for score, path in best.values())[1] if best else []
 
 
-def entities(task, tokenizer, texts, length, label_names):
-    """Per text, a list of `(text, type, char_start, char_end, score)`: BIO-valid best tags, chunked with
-    `tfm.metrics.get_entities`; score = mean probability of the chosen tags."""
+def entities(task, tokenizer, texts, length, label_names, use_crf=True):
+    """Per text, a list of `(text, type, char_start, char_end, score)`: BIO-valid best tags (scored with a CRF
+    tagger's learned transitions when it has them), chunked with `tfm.metrics.get_entities`; score = mean softmax
+    probability of the chosen tags."""
     ids, begins, ends = (r.to_list() for r in tokenizer.tokenize_with_offsets(tf.constant(texts)))
     keep = length - 2
     ragged = tf.ragged.constant([row[:keep] for row in ids], dtype=tf.int32, ragged_rank=1)
-    probs = tf.nn.softmax(task(_pack(tokenizer, [ragged], length))).numpy()
+    logits = task(_pack(tokenizer, [ragged], length)).numpy()
+    probs = tf.nn.softmax(logits).numpy()
+    crf = task.crf_scores() if use_crf and getattr(task, "crf", False) else None
     results = []
     for n, text in enumerate(texts):
         row = ids[n][:keep]
@@ -63,7 +70,8 @@ def entities(task, tokenizer, texts, length, label_names):
         first_pieces = [t for t in range(len(row)) if t == 0 or starts[t]]
         last_pieces = [t - 1 for t in first_pieces[1:]] + [len(row) - 1]
         word_probs = probs[n, 1 + np.array(first_pieces, int)] if row else np.zeros((0, len(label_names)))
-        tag_ids = _constrained_tags(np.log(word_probs + 1e-30), label_names)
+        word_scores = logits[n, 1 + np.array(first_pieces, int)] if crf is not None else np.log(word_probs + 1e-30)
+        tag_ids = _constrained_tags(word_scores, label_names, crf)
         tags = [label_names[i] for i in tag_ids]
         char_of = _char_index_of_bytes(text)
         found = []

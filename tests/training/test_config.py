@@ -56,8 +56,8 @@ def test_schema_keys_and_defaults():
     assert d["output_dir"] == "runs/default"
     assert d["task"] == {
         "name": "masked_lm", "num_classes": 2, "num_labels": None, "label_names": None, "init_checkpoint": None,
-        "max_predictions": None, "mask_rate": 0.15, "whole_word_masking": False, "tagging_scheme": "IOB2",
-        "pooling": "pooler", "normalize": True, "scale": 20.0, "symmetric": False, "lstm_units": None, "next_sentence": False, "num_choices": None, "doc_stride": 128, "max_query_length": 64,
+        "max_predictions": None, "mask_rate": 0.15, "whole_word_masking": False, "word_boundaries": "pieces", "tagging_scheme": "IOB2",
+        "pooling": "pooler", "normalize": True, "scale": 20.0, "symmetric": False, "lstm_units": None, "crf": False, "next_sentence": False, "num_choices": None, "doc_stride": 128, "max_query_length": 64,
         "max_answer_length": 30, "allow_no_answer": False,
     }
     assert d["model"] == {
@@ -69,7 +69,7 @@ def test_schema_keys_and_defaults():
         "train": [], "eval": [], "format": "text", "text_column": "text", "text_pair_column": None,
         "negative_column": None, "label_column": "label", "header": True, "sequence_length": 128,
         "tokenizer": {"type": "wordpiece", "vocabulary_size": 8000, "lowercase": True, "path": None},
-        "shuffle_buffer": 10000, "length_buckets": None, "max_eval_examples": None, "prepare": None,
+        "shuffle_buffer": 10000, "length_buckets": None, "max_eval_examples": None, "prepare": None, "prepare_include": [], "prepare_exclude": [],
     }
     assert ", ".join(d["trainer"]) == TRAINER_KEYS
     assert d["trainer"] == {

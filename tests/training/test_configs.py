@@ -31,12 +31,12 @@ def test_config_loads_and_opens_with_a_command_comment(path):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_data_paths_resolve_from_the_config_file(path, monkeypatch):
-    """From any working directory a config reads ../shared/data (beside the repo) or the quickstart corpus
-    in the repo's runs/."""
+    """From any working directory a config reads ../shared/data (beside the repo) or a corpus `data.prepare`
+    writes into the repo's runs/ (the quickstart's, the Chinese one)."""
     monkeypatch.chdir("/")
     cfg = load_config(path)
-    for source in map(Path, cfg.data.train + cfg.data.eval):
-        assert source.parent == REPO / "runs" / "quickstart_corpus" or \
+    for source in map(Path, cfg.data.train + cfg.data.eval + cfg.data.prepare_include + cfg.data.prepare_exclude):
+        assert source.parent in (REPO / "runs" / "quickstart_corpus", REPO / "runs" / "zh_corpus") or \
             source.parent.parent == REPO.parent / "shared" / "data", source
 
 
@@ -55,6 +55,7 @@ SIZES = {
     "gpt_tiny_clm.yaml": ("causal_lm", 2, 2, 128, 512, 128, 8000, None, None),
     "sst2.yaml": ("text_classifier", 2, 2, 128, 512, 512, 8000, ["negative", "positive"], None),
     "zh_ner.yaml": ("token_classifier", 3, 2, 128, 512, 512, 5000, ZH_TAGS, 128),
+    "zh_pretrain.yaml": ("masked_lm", 4, 4, 256, 1024, 512, 6000, None, None),
 }
 
 

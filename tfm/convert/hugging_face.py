@@ -242,6 +242,9 @@ def export_to_hf(model, directory, tokenizer=None, label_names=None):
                              "(BertForSequenceClassification reads the [CLS] pooler)")
         if task_name == "TokenClassifier" and getattr(model, "lstm_units", None):
             raise InputError("export_to_hf: a TokenClassifier with an LSTM layer has no Hugging Face counterpart")
+        if task_name == "TokenClassifier" and getattr(model, "crf", False):
+            raise InputError("export_to_hf: a TokenClassifier with a CRF has no Hugging Face counterpart "
+                             "(BertForTokenClassification is a softmax tagger)")
         architecture, entries_of, _, _ = _head(task_name)
         if task_name == "MaskedLM":
             architecture = "BertForPreTraining" if model.next_sentence else "BertForMaskedLM"

@@ -35,7 +35,7 @@ def default_max_predictions(sequence_length, mask_rate=0.15):
 
 def mlm_dataset(texts, tokenizer, sequence_length=128, batch_size=32, max_predictions=None, mask_rate=0.15,
                 whole_word_masking=False, next_sentence=False, truncate="round_robin", shuffle=False, seed=None,
-                drop_remainder=False):
+                drop_remainder=False, word_boundaries="pieces"):
     """Masked-LM pretraining batches (the format of KerasHub's `BertMaskedLM`).
 
     Args:
@@ -46,6 +46,8 @@ def mlm_dataset(texts, tokenizer, sequence_length=128, batch_size=32, max_predic
         max_predictions: int masked slots per sequence; default `default_max_predictions(...)`.
         mask_rate: float, selection probability per token (per word with `whole_word_masking`).
         whole_word_masking: bool, mask all pieces of a word together.
+        word_boundaries: `"pieces"` (a word is a piece and its `##` continuations) or `"whitespace"` (a word is
+            what lies between spaces: pre-segmented text; see `Tokenizer.tokenize_with_word_starts`).
         next_sentence: bool, pair each two consecutive texts (label 0) or a text with a random one (label 1,
             probability 0.5) as `[CLS] a [SEP] b [SEP]`.
         truncate: "round_robin" or "longest_first".
@@ -76,10 +78,12 @@ def mlm_dataset(texts, tokenizer, sequence_length=128, batch_size=32, max_predic
     def encode(index, batch):
         stateless_seed = None if seed is None else tf.stack([tf.constant(seed, tf.int64), index])
         segments = [batch["a"], batch["b"]] if next_sentence else [batch]
-        ids = [tokenizer.tokenize(s) for s in segments]
-        starts = [tokenizer.word_starts(i) for i in ids] if whole_word_masking else None
-        packed = pack_segments(ids, sequence_length, tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id,
-                               truncate, aligned=[(starts, 1)] if whole_word_masking else None)
+        if whole_word_masking:
+            ids, starts = zip(*[tokenizer.tokenize_with_word_starts(s, word_boundaries) for s in segments])
+        else:
+            ids, starts = [tokenizer.tokenize(s) for s in segments], None
+        packed = pack_segments(list(ids), sequence_length, tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id,
+                               truncate, aligned=[(list(starts), 1)] if whole_word_masking else None)
         x, word_starts = (packed[0], packed[1][0]) if whole_word_masking else (packed, None)
         x["token_ids"], x["mask_positions"], mask_ids, weights = mask_tokens(
             x["token_ids"], vocabulary_size=tokenizer.vocabulary_size, mask_id=tokenizer.mask_id,

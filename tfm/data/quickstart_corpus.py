@@ -112,8 +112,13 @@ def prepare_data(data):
     """Writes the files a `data.prepare` key asks for when they are missing (called by `run_experiment`).
 
     Args:
-        data: DataConfig; `prepare: quickstart_corpus` fetches the corpus into its `train` file's directory
-            (the config checks that `train`/`eval` are that directory's `train.txt`/`eval.txt`).
+        data: DataConfig; `prepare: quickstart_corpus` (or `zh_corpus`, `tfm.data.zh_corpus`) fetches the corpus
+            into its `train` file's directory (the config checks that `train`/`eval` are that directory's
+            `train.txt`/`eval.txt`).
     """
     if data.prepare == "quickstart_corpus":
         fetch_corpus(Path(data.train[0]).parent)
+    elif data.prepare == "zh_corpus":
+        from tfm.data import zh_corpus
+
+        zh_corpus.fetch_corpus(Path(data.train[0]).parent, data.prepare_include, data.prepare_exclude)

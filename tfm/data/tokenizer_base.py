@@ -102,10 +102,30 @@ class Tokenizer:
             return ids.with_flat_values(tf.gather(table, ids.flat_values))
         return tf.gather(table, ids)
 
-    def tokenize_with_word_starts(self, strings):
-        """Like `tokenize`, also returning the `word_starts` flags of the ids."""
-        ids = self.tokenize(strings)
-        return ids, self.word_starts(ids)
+    def tokenize_with_word_starts(self, strings, boundaries="pieces"):
+        """Like `tokenize`, also returning word-start flags of the ids.
+
+        Args:
+            strings: `(batch,)` tf.string.
+            boundaries: `"pieces"`: the tokenizer's own (`word_starts`: a piece without the continuation
+                mark); `"whitespace"`: a token starts a word where it starts its text or follows whitespace, for
+                text whose words a segmenter separated by spaces (Chinese whole-word masking: each character is
+                a token, `中国 人民` masks `中国` as one word).
+        """
+        if boundaries == "pieces":
+            ids = self.tokenize(strings)
+            return ids, self.word_starts(ids)
+        if boundaries != "whitespace":
+            raise ValueError(f"boundaries must be 'pieces' or 'whitespace', got {boundaries!r}")
+        if not hasattr(self, "tokenize_with_offsets"):
+            raise ValueError(f"{type(self).__name__} gives no offsets; whitespace word boundaries need them "
+                             f"(use a WordPiece tokenizer)")
+        ids, begins, _ = self.tokenize_with_offsets(strings)
+        begins = tf.cast(begins.flat_values, tf.int64)
+        texts = tf.gather(tf.reshape(strings, [-1]), ids.value_rowids())
+        before = tf.strings.substr(texts, tf.maximum(begins - 1, 0), tf.cast(begins > 0, tf.int64))
+        starts = (begins == 0) | tf.strings.regex_full_match(before, r"\s")
+        return ids, ids.with_flat_values(starts)
 
     def detokenize(self, ids):
         """Turn ids back into text: a RaggedTensor/list of rows gives `(batch,)` strings, 1-D ids a scalar.

@@ -2,7 +2,8 @@
 
 Words are the tokenizer's words (BERT pre-tokenization: whitespace and punctuation split, CJK characters
 alone); as in training, a word's scores are those at its first piece. Each text's word tags are the best
-well-formed BIO / IOBES sequence (`tfm.tasks.tagging.viterbi_decode`, as `tfm evaluate` decodes them), then
+well-formed BIO / IOBES sequence (`tfm.tasks.tagging.viterbi_decode`, as `tfm evaluate` decodes them; a CRF
+tagger's learned transitions are added to the scheme's rules and its emissions are the scores), then
 chunked into entities by `tfm.tasks.entity_chunks.chunk_spans` (seqeval's default rules), the chunk decoder that
 `tfm.metrics.get_entities` / `entity_scores` run for evaluation.
 """
@@ -23,7 +24,8 @@ class TokenClassifierModule(EncoderModule):
     Outputs: `entity_text` string `(B, E)` (the cleaned input's characters `entity_start:entity_end`),
     `entity_type` string `(B, E)`, `entity_start` / `entity_end` int32 `(B, E)` character offsets
     (end exclusive; -1 in unused slots), `entity_score` float32 `(B, E)` (mean over the entity's words
-    of the probability of their predicted tag; 0 in unused slots), `num_entities` int32 `(B,)`.
+    of the softmax probability of their predicted tag, of the emissions for a CRF tagger; 0 in unused slots),
+    `num_entities` int32 `(B,)`.
     Words after the first `sequence_length - 2` tokens are not tagged.
 
     Args:
@@ -67,8 +69,15 @@ class TokenClassifierModule(EncoderModule):
         word_begin = tf.boolean_mask(begins.flat_values, is_start)
         word_end = tf.math.unsorted_segment_max(ends.flat_values, word_of_token, num_words)
         word_probs = tf.boolean_mask(token_probs, is_start)  # (W, K): the first piece decides
-        per_text = tf.RaggedTensor.from_value_rowids(tf.math.log(word_probs + 1e-30), word_row, nrows=batch)
-        tags = viterbi_decode(per_text.to_tensor(), per_text.row_lengths(), *self.transitions)
+        transitions = self.transitions
+        if getattr(self.model, "crf", False):  # emissions, and the learned scores on top of the rules
+            word_scores = tf.boolean_mask(tf.RaggedTensor.from_tensor(tf.cast(logits[:, 1:], tf.float32),
+                                                                      lengths=ids.row_lengths()).flat_values, is_start)
+            transitions = [rule + learned for rule, learned in zip(transitions, self.model.crf_layer.scores())]
+        else:
+            word_scores = tf.math.log(word_probs + 1e-30)
+        per_text = tf.RaggedTensor.from_value_rowids(word_scores, word_row, nrows=batch)
+        tags = viterbi_decode(per_text.to_tensor(), per_text.row_lengths(), *transitions)
         word_tag = tf.RaggedTensor.from_tensor(tags, lengths=per_text.row_lengths()).flat_values  # (W,)
         word_score = tf.gather(word_probs, word_tag, batch_dims=1)
 

@@ -267,7 +267,10 @@ class LanguageModelRecipe(TaskRecipe):
                 texts = texts.take(cfg.data.max_eval_examples)  # before sharding: the limit is global
             texts = task_data.shard(texts, ctx)
             if training:  # every epoch draws new masks: dynamic masking
-                return self.text_batches(cfg, tokenizer, texts.repeat(), batch, True)
+                ds = self.text_batches(cfg, tokenizer, texts.repeat(), batch, True)
+                if cfg.data.length_buckets:  # short lines (a Chinese corpus): steps on fewer padding tokens
+                    ds = task_data.length_bucketed(ds, cfg.data.length_buckets, batch, cfg.data.sequence_length)
+                return ds
             # Evaluation: a static batch dimension (TPU), the short last batch padded with zero weights.
             return task_data.static_batches(self.text_batches(cfg, tokenizer, texts, batch, False), batch,
                                             task_data.replicas_per_pipeline(ctx))

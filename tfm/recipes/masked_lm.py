@@ -24,7 +24,8 @@ class MaskedLMRecipe(LanguageModelRecipe):
         t = cfg.task
         return tfm_data.mlm_dataset(texts, tokenizer, cfg.data.sequence_length, batch_size,
                                     max_predictions=self.max_predictions(cfg), mask_rate=t.mask_rate,
-                                    whole_word_masking=t.whole_word_masking, next_sentence=t.next_sentence,
+                                    whole_word_masking=t.whole_word_masking, word_boundaries=t.word_boundaries,
+                                    next_sentence=t.next_sentence,
                                     shuffle=training, seed=cfg.trainer.seed, drop_remainder=training)
 
     def max_predictions(self, cfg):

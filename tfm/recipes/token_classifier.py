@@ -16,7 +16,7 @@ class TokenClassifierRecipe(LabelledRecipe):
 
     def build(self, cfg, backbone, label_names=None, num_choices=None):
         return self.task_class()(backbone, len(label_names) if label_names else cfg.task.num_labels,
-                                 lstm_units=cfg.task.lstm_units)
+                                 lstm_units=cfg.task.lstm_units, crf=cfg.task.crf)
 
     def metadata(self, cfg, train_data):
         names = self.given_labels(cfg) or list(train_data.result.labels.names)
@@ -47,7 +47,8 @@ class TokenClassifierRecipe(LabelledRecipe):
         from tfm.tasks import decode_tags
         batches = self.labelled_dataset(cfg, tokenizer, data, batch_size or cfg.trainer.batch_size, False)
         logits, labels = predict_batches(model, batches)
-        true_tags, pred_tags = decode_tags(logits, labels, label_names)
+        crf = model.crf_scores() if getattr(model, "crf", False) else None
+        true_tags, pred_tags = decode_tags(logits, labels, label_names, crf=crf)
         scheme = cfg.task.tagging_scheme
         scores = tfm_metrics.entity_scores(true_tags, pred_tags, scheme=scheme)
         micro = scores["micro avg"]

@@ -74,6 +74,9 @@ class Task(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Keras' loss plus the active PEFT method's regularizer (AdaLoRA's orthogonality penalty)."""
         loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        return self._with_peft_penalty(loss, training)
+
+    def _with_peft_penalty(self, loss, training):
         if training and getattr(self, "peft_active", None) is not None:
             from tfm.peft.core import regularization_loss
 

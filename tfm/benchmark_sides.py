@@ -35,8 +35,10 @@ class Side:
 def _adamw():
     import keras
 
+    from tfm.training.optimizer import NO_WEIGHT_DECAY
+
     optimizer = keras.optimizers.AdamW(5e-5, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
     return optimizer
 
 

@@ -159,3 +159,25 @@ def test_decode_tags_adds_learned_transitions_to_the_scheme_rules():
     assert rules[0][0, 2] < -1e3
     assert decode_tags(emissions2, labels, BIO, crf=crf)[1][0] != ["O", "I-PER"]
     assert decode_tags(emissions2, labels, BIO, constrained=False, crf=crf)[1] == [["O", "I-PER"]]
+
+
+def test_learning_rate_multiplier_scales_the_scores_and_adamw_leaves_them_undecayed():
+    crf = CRF(3, learning_rate_multiplier=100.0)
+    crf.set_weights([np.full((3, 3), 0.01, "float32"), np.zeros(3, "float32"), np.zeros(3, "float32")])
+    np.testing.assert_allclose(crf.scores()[0].numpy(), np.ones((3, 3)), rtol=1e-6)
+    restored = CRF.from_config(crf.get_config())
+    assert restored.learning_rate_multiplier == 100.0
+    from tfm.training.config import TrainerConfig
+    from tfm.training.optimizer import create_optimizer
+
+    kernel = keras.Variable(np.ones((2, 2), "float32"), name="kernel")
+    variables = [*crf.trainable_variables, kernel]
+    optimizer = create_optimizer(TrainerConfig(weight_decay=0.1, warmup_steps=0, learning_rate=1e-3, steps=10))
+    # Zero gradients: Adam moves nothing, so only weight decay acts, on the kernel and not on the CRF.
+    optimizer.apply_gradients(zip([tf.zeros_like(v) for v in variables], variables))
+    np.testing.assert_allclose(crf.scores()[0].numpy(), np.ones((3, 3)), rtol=1e-6)
+    assert kernel.numpy()[0, 0] == pytest.approx(1 - 1e-3 * 0.1, rel=1e-6)
+    # Unit gradients: Adam's first step is the learning rate in the variable, 100x that in the scores.
+    optimizer = create_optimizer(TrainerConfig(weight_decay=0.1, warmup_steps=0, learning_rate=1e-3, steps=10))
+    optimizer.apply_gradients(zip([tf.ones_like(v) for v in variables], variables))
+    np.testing.assert_allclose(crf.scores()[0].numpy(), np.ones((3, 3)) - 100 * 1e-3, rtol=1e-4)

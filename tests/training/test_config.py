@@ -57,7 +57,7 @@ def test_schema_keys_and_defaults():
     assert d["task"] == {
         "name": "masked_lm", "num_classes": 2, "num_labels": None, "label_names": None, "init_checkpoint": None,
         "max_predictions": None, "mask_rate": 0.15, "whole_word_masking": False, "word_boundaries": "pieces", "tagging_scheme": "IOB2",
-        "pooling": "pooler", "normalize": True, "scale": 20.0, "symmetric": False, "lstm_units": None, "crf": False, "next_sentence": False, "num_choices": None, "doc_stride": 128, "max_query_length": 64,
+        "pooling": "pooler", "normalize": True, "scale": 20.0, "symmetric": False, "lstm_units": None, "crf": False, "crf_learning_rate_multiplier": 1.0, "next_sentence": False, "num_choices": None, "doc_stride": 128, "max_query_length": 64,
         "max_answer_length": 30, "allow_no_answer": False,
     }
     assert d["model"] == {

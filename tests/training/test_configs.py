@@ -55,7 +55,7 @@ SIZES = {
     "gpt_tiny_clm.yaml": ("causal_lm", 2, 2, 128, 512, 128, 8000, None, None),
     "sst2.yaml": ("text_classifier", 2, 2, 128, 512, 512, 8000, ["negative", "positive"], None),
     "zh_ner.yaml": ("token_classifier", 3, 2, 128, 512, 512, 5000, ZH_TAGS, 128),
-    "zh_pretrain.yaml": ("masked_lm", 4, 4, 256, 1024, 512, 4500, None, None),
+    "zh_pretrain.yaml": ("masked_lm", 4, 4, 256, 1024, 512, 6000, None, None),
 }
 
 

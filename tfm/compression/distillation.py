@@ -334,8 +334,10 @@ class Distiller(keras.Model):
     def compile(self, optimizer="auto", weighted_metrics="auto", jit_compile=True, **kwargs):
         """As `Task.compile` (AdamW at the student's default learning rate, accuracy); the loss is the distiller's."""
         if optimizer == "auto":
+            from tfm.training.optimizer import NO_WEIGHT_DECAY
+
             optimizer = keras.optimizers.AdamW(self.student.DEFAULT_LEARNING_RATE, weight_decay=0.01)
-            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+            optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
         if weighted_metrics == "auto":
             weighted_metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         super().compile(optimizer=optimizer, weighted_metrics=weighted_metrics, jit_compile=jit_compile, **kwargs)

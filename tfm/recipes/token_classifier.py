@@ -16,7 +16,8 @@ class TokenClassifierRecipe(LabelledRecipe):
 
     def build(self, cfg, backbone, label_names=None, num_choices=None):
         return self.task_class()(backbone, len(label_names) if label_names else cfg.task.num_labels,
-                                 lstm_units=cfg.task.lstm_units, crf=cfg.task.crf)
+                                 lstm_units=cfg.task.lstm_units, crf=cfg.task.crf,
+                                 crf_learning_rate_multiplier=cfg.task.crf_learning_rate_multiplier)
 
     def metadata(self, cfg, train_data):
         names = self.given_labels(cfg) or list(train_data.result.labels.names)

@@ -151,8 +151,10 @@ class Task(keras.Model):
         if jit_compile and tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
             jit_compile = False
         if optimizer == "auto":
+            from tfm.training.optimizer import NO_WEIGHT_DECAY
+
             optimizer = keras.optimizers.AdamW(self.DEFAULT_LEARNING_RATE, weight_decay=0.01)
-            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+            optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
         if loss == "auto":
             # Keras' per-replica "sum_over_batch_size": divided by the batch's slots, so a fit under
             # MirroredStrategy equals one device. A weighted mean per replica ("mean_with_sample_weight") would

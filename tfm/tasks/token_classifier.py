@@ -79,6 +79,8 @@ class TokenClassifier(Task):
         crf: bool, a linear-chain CRF (`tfm.layers.CRF`) over the words: the outputs are its emission scores, the
             loss is the sequence negative log-likelihood per labelled word, and `decode_tags` / the entity export
             decode with the learned transitions plus the BIO / IOBES rules.
+        crf_learning_rate_multiplier: float, how much faster the CRF's scores move than the rest
+            (`tfm.layers.CRF`'s `learning_rate_multiplier`).
 
     Example:
     >>> ner = TokenClassifier(tfm.models.BertBackbone.from_preset("bert_tiny", vocabulary_size=100), num_labels=9)
@@ -86,10 +88,11 @@ class TokenClassifier(Task):
     (None, None, 9)
     """
 
-    TASK_ARGS = ("num_labels", "dropout", "lstm_units", "crf")
+    TASK_ARGS = ("num_labels", "dropout", "lstm_units", "crf", "crf_learning_rate_multiplier")
     decode_tags = staticmethod(decode_tags)
 
-    def __init__(self, backbone, num_labels, dropout=0.1, lstm_units=None, crf=False, **kwargs):
+    def __init__(self, backbone, num_labels, dropout=0.1, lstm_units=None, crf=False, crf_learning_rate_multiplier=1.0,
+                 **kwargs):
         inputs = dict(backbone.input)
         sequence = backbone(inputs)["sequence_output"]
         sequence = keras.layers.Dropout(dropout, dtype=backbone.dtype_policy, name="output_dropout")(sequence)
@@ -105,7 +108,7 @@ class TokenClassifier(Task):
             dtype="float32",
             name="logits",
         )(sequence)
-        crf_layer = CRF(num_labels, name="crf") if crf else None
+        crf_layer = CRF(num_labels, crf_learning_rate_multiplier, name="crf") if crf else None
         if crf_layer is not None:
             logits = crf_layer(logits)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
@@ -115,6 +118,7 @@ class TokenClassifier(Task):
         self.dropout = dropout
         self.lstm_units = lstm_units
         self.crf = bool(crf)
+        self.crf_learning_rate_multiplier = float(crf_learning_rate_multiplier)
 
     def compile(self, optimizer="auto", loss="auto", weighted_metrics="auto", **kwargs):
         """`Task.compile`; `"auto"` loss ignores label -100 (the weight-0 positions of the pipeline).

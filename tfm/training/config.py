@@ -156,6 +156,7 @@ class TaskConfig(_Config):
     symmetric: bool = False  # text_embedder: also rank the anchors for each positive (averaged)
     lstm_units: Optional[int] = None  # token_classifier: a BiLSTM of this many units per direction before the tags
     crf: bool = False  # token_classifier: a linear-chain CRF over the words (learned transitions, sequence loss)
+    crf_learning_rate_multiplier: float = 1.0  # token_classifier: the CRF's scores move this many times faster
     next_sentence: bool = False  # masked_lm: add the next-sentence head and sentence-pair data
     num_choices: Optional[int] = None  # multiple_choice: default from the training data
     doc_stride: int = 128  # span_qa: tokens between the starts of a long context's windows
@@ -173,6 +174,7 @@ class TaskConfig(_Config):
         _check(self, "num_labels lstm_units", *_POSITIVE, optional=True)
         _check(self, "mask_rate", lambda v: 0.0 < v < 1.0, "in (0, 1)")
         _check(self, "scale", *_POSITIVE)
+        _check(self, "crf_learning_rate_multiplier", *_POSITIVE)
         names = self.label_names
         if names is not None:
             _require(len(set(names)) == len(names) > 0, "label_names", f"must be unique and non-empty, got {names!r}")

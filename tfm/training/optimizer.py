@@ -6,6 +6,9 @@ import keras
 from keras import ops
 
 DECAYS = ("linear", "cosine", "polynomial", "constant")
+# Variables AdamW leaves undecayed: LayerNorm scales and offsets, biases, and a CRF's transition scores (decay
+# would pull "B-PER -> I-PER is likely" back towards 0 as it pulls no other evidence).
+NO_WEIGHT_DECAY = ["gamma", "beta", "bias", "transitions"]
 
 
 @keras.saving.register_keras_serializable(package="tfm")
@@ -87,7 +90,7 @@ def create_optimizer(trainer_config, pre_reduced=False):
         epsilon=c.adam_epsilon,
         global_clipnorm=c.clip_norm,
     )
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
     if c.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

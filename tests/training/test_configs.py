@@ -103,8 +103,26 @@ DISTILLED = {
 }
 
 
+# Configs that start from another config's run (`task.init_checkpoint` = that config's output_dir): the architecture
+# is that run's, counted with the source config; (source config, task, CRF on).
+FROM_RUN = {
+    "chnsenticorp_pretrained.yaml": ("zh_pretrain.yaml", "text_classifier", False),
+    "zh_ner_pretrained.yaml": ("zh_pretrain.yaml", "token_classifier", True),
+}
+
+
 def test_every_config_has_a_reference_model():
-    assert sorted(p.name for p in CONFIGS) == sorted({**SIZES, **PRETRAINED, **DISTILLED})
+    assert sorted(p.name for p in CONFIGS) == sorted({**SIZES, **PRETRAINED, **DISTILLED, **FROM_RUN})
+
+
+@pytest.mark.parametrize("name", sorted(FROM_RUN))
+def test_config_from_a_run_starts_where_its_source_config_writes(name, monkeypatch):
+    monkeypatch.chdir(REPO)  # output_dir is relative to where `tfm train` runs: the repository, as documented
+    cfg = load_config(REPO / "configs" / name)
+    source_name, task, crf = FROM_RUN[name]
+    source = load_config(REPO / "configs" / source_name)
+    assert Path(cfg.task.init_checkpoint) == REPO / source.output_dir
+    assert (cfg.task.name, cfg.task.crf, cfg.data.sequence_length) == (task, crf, source.data.sequence_length)
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.name in DISTILLED], ids=lambda p: p.name)

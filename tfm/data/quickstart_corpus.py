@@ -30,14 +30,9 @@ def sentences_from_sdist(sdist_path):
     Args:
         sdist_path: path of `vaderSentiment-3.3.2.tar.gz`.
     """
-    try:
-        with tarfile.open(sdist_path) as outer:
-            member = next((m for m in outer.getmembers() if m.name.endswith(INNER_ARCHIVE)), None)
-            if member is None:
-                raise InputError(f"{sdist_path}: no {INNER_ARCHIVE} inside")
-            inner_bytes = outer.extractfile(member).read()
-    except (OSError, tarfile.TarError) as error:
-        raise InputError(f"{sdist_path}: cannot read the vaderSentiment sdist: {error}") from None
+    from tfm._pip import sdist_member
+
+    inner_bytes = sdist_member(sdist_path, INNER_ARCHIVE, "vaderSentiment")
     corpus = {}
     with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
         for m in inner.getmembers():

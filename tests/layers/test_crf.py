@@ -143,6 +143,14 @@ def test_tagger_with_crf_counts_weights_and_its_loss_is_the_word_level_nll(tmp_p
     np.testing.assert_allclose(restored(x).numpy(), emissions, atol=1e-6)
 
 
+def test_crf_keeps_the_padding_mask_of_its_emissions():
+    emissions = keras.layers.Masking(mask_value=0.0)(np.array([[[1.0, 2.0], [0.0, 0.0]]], "float32"))
+    crf = CRF(2)
+    out = crf(emissions)
+    np.testing.assert_array_equal(crf.compute_mask(emissions, emissions._keras_mask).numpy(), [[True, False]])
+    assert out.dtype == tf.float32 and out._keras_mask.numpy().tolist() == [[True, False]]
+
+
 def test_decode_tags_adds_learned_transitions_to_the_scheme_rules():
     # Emissions favour B-PER B-PER; a learned B-PER -> I-PER bonus turns it into one two-word entity.
     emissions = np.log(np.array([[[0.1, 0.8, 0.05, 0.05, 0.0], [0.2, 0.5, 0.3, 0.0, 0.0]]]) + 1e-6)

@@ -96,6 +96,7 @@ class CRF(keras.layers.Layer):
     def __init__(self, num_tags, learning_rate_multiplier=1.0, **kwargs):
         kwargs.setdefault("dtype", "float32")  # scores and the log-sum-exp stay float32 under mixed precision
         super().__init__(**kwargs)
+        self.supports_masking = True  # emissions pass through: keep the padding mask, as the Dense before it does
         self.num_tags = num_tags
         self.learning_rate_multiplier = float(learning_rate_multiplier)
         zeros = keras.initializers.Zeros()  # a plain softmax tagger at step 0, as pytorch-crf's small uniform

@@ -312,6 +312,9 @@ class TrainerConfig(_Config):
     adam_beta_2: float = 0.999
     adam_epsilon: float = 1e-6
     clip_norm: Optional[float] = 1.0
+    # Polyak averaging of the trainable weights (Keras' `use_ema`): the optimizer keeps
+    # `avg = m * avg + (1 - m) * w` after every step; evaluations, the final checkpoint and exports use `avg`.
+    ema_momentum: Optional[float] = None
     grad_accum_steps: int = 1
     jit_compile: Union[bool, Literal["auto"]] = True  # `auto`: XLA, except for bf16 on a CPU
     seed: int = 0
@@ -330,6 +333,7 @@ class TrainerConfig(_Config):
         _check(self, "eval_steps clip_norm peak_flops", *_POSITIVE, optional=True)
         _check(self, "warmup_steps end_learning_rate weight_decay num_samples seed", *_NON_NEGATIVE)
         _check(self, "warmup_ratio adam_beta_1 adam_beta_2", *_FRACTION)
+        _check(self, "ema_momentum", *_FRACTION, optional=True)
         _require(self.warmup_steps <= self.steps, "warmup_steps",
                  f"({self.warmup_steps}) must be <= steps ({self.steps})")
         _require(not (self.warmup_steps and self.warmup_ratio), "warmup_ratio",

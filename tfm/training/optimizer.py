@@ -72,7 +72,7 @@ def create_optimizer(trainer_config, pre_reduced=False):
     """Builds AdamW (no decay on LayerNorm and biases) on a `WarmupDecay` schedule from a TrainerConfig.
 
     Uses `learning_rate, steps, warmup_steps, decay, end_learning_rate, weight_decay, adam_beta_1,
-    adam_beta_2, adam_epsilon, clip_norm` and wraps in a LossScaleOptimizer for `mixed_float16`.
+    adam_beta_2, adam_epsilon, clip_norm, ema_momentum` and wraps in a LossScaleOptimizer for `mixed_float16`.
 
     Args:
         trainer_config: `tfm.training.config.TrainerConfig`.
@@ -89,6 +89,8 @@ def create_optimizer(trainer_config, pre_reduced=False):
         beta_2=c.adam_beta_2,
         epsilon=c.adam_epsilon,
         global_clipnorm=c.clip_norm,
+        use_ema=c.ema_momentum is not None,
+        ema_momentum=0.99 if c.ema_momentum is None else c.ema_momentum,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
     if c.mixed_precision == "mixed_float16":

@@ -9,6 +9,7 @@ returns gradient *sums*; the replicas all-reduce gradients, loss sums and weight
 by the global weight (an exact token-weighted mean over the global batch), then AdamW applies them.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -425,15 +426,50 @@ class Trainer:
                     progress.update(step, [("loss", scalars.get("loss", float("nan"))),
                                            ("tokens_per_second", scalars["tokens_per_second"])])
                 window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0.0, time.perf_counter()
+            if step == c.steps:
+                self._finalize_weights()  # before the last eval and the last checkpoint: they hold the averages
             if step % c.eval_every == 0 or step == c.steps:
-                metrics = self._eval_metrics(step)
-                self._log("eval", metrics, step)
-                if self.sample_fn is not None and self.is_chief:
-                    with self._writer("eval").as_default():
-                        tf.summary.text("samples", tf.constant(self.sample_fn(self.model)), step=step)
+                with self._averaged_weights():
+                    metrics = self._eval_metrics(step)
+                    self._log("eval", metrics, step)
+                    if self.sample_fn is not None and self.is_chief:
+                        with self._writer("eval").as_default():
+                            tf.summary.text("samples", tf.constant(self.sample_fn(self.model)), step=step)
             if step % c.checkpoint_every == 0 or step == c.steps:
                 self.save_checkpoint()
         return metrics
+
+    def _ema_optimizer(self):
+        """The optimizer holding weight averages (`trainer.ema_momentum`) not yet written into the model, or None."""
+        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        if not optimizer.use_ema or int(self.step.numpy()) >= self.config.steps:
+            return None  # no averaging, or the finished run's weights already are the averages
+        return optimizer
+
+    def _finalize_weights(self):
+        """Writes the moving averages into the model's weights for good, as Keras' `fit` does at its end."""
+        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        if optimizer.use_ema:
+            with self.strategy.scope():
+                optimizer.finalize_variable_values(self.model.trainable_variables)
+
+    @contextlib.contextmanager
+    def _averaged_weights(self):
+        """Inside the block the model holds the moving averages; after it, the raw weights training goes on from."""
+        optimizer = self._ema_optimizer()
+        if optimizer is None:
+            yield
+            return
+        variables = self.model.trainable_variables
+        raw = [v.numpy() for v in variables]
+        with self.strategy.scope():
+            optimizer.finalize_variable_values(variables)
+        try:
+            yield
+        finally:
+            with self.strategy.scope():
+                for variable, value in zip(variables, raw):
+                    variable.assign(value)
 
     def _check_bad_step(self, step, loss, grad_norm, bad_in_a_row):
         """Counts a skipped step, or raises `NonFiniteLossError` (unskipped, the bad update is in memory only)."""

@@ -26,6 +26,8 @@ _EXPORTS = {
     "Trainer": "tfm.training.trainer",
     "NonFiniteLossError": "tfm.training.trainer",
     "create_strategy": "tfm.training.strategy",
+    "WarmupDecay": "tfm.training.optimizer",
+    "create_optimizer": "tfm.training.optimizer",
     "run_experiment": "tfm.training.experiment",
     "build_task": "tfm.training.experiment",
     "load_run": "tfm.training.run_dir",

@@ -1,0 +1,69 @@
+"""notebooks/: every notebook is the output-free pair of its .py, lints clean, and runs top to bottom.
+
+CI runs each notebook with the small parameters below, injected after its `parameters` cell (papermill's
+convention), on the real data in ../shared/data. A notebook states its own checks with `assert` (e.g. the
+SavedModel equals the Keras model); the test also asserts the figures were drawn.
+"""
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.data_paths import shared_data
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+sys.path.insert(0, str(ROOT / "tools"))
+import notebooks as notebook_tool  # noqa: E402
+
+# name -> (CI parameters, figures the run must draw). Sized so all notebooks together stay a few minutes.
+CI_RUNS = {
+    "02_finetune_classifier": ({"STEPS": 8, "BATCH_SIZE": 8, "SEQUENCE_LENGTH": 32, "EVALUATIONS": 2,
+                                "DEV_EXAMPLES": 64, "SHOW_TENSORBOARD": False}, 2),
+}
+
+
+def test_every_notebook_has_a_ci_run():
+    assert sorted(p.stem for p in NOTEBOOKS) == sorted(CI_RUNS)
+
+
+def test_ipynb_files_are_the_stripped_pairs_of_the_py_files():
+    assert NOTEBOOKS, "no notebooks found"
+    assert notebook_tool.problems() == []
+
+
+def test_notebooks_lint_clean():
+    if importlib.util.find_spec("ruff") is None:
+        pytest.fail("ruff is missing: it is a test dependency (setup.cfg [test])")
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "E9,F", "--line-length",
+                             "120", *map(str, NOTEBOOKS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _with_parameters(notebook, values):
+    import nbformat
+
+    index = next(i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", []))
+    source = "\n".join(f"{name} = {value!r}" for name, value in values.items())
+    notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
+    return notebook
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_top_to_bottom(source, tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    parameters, figures = CI_RUNS[source.stem]
+    parameters = {**parameters, "DATA_DIR": str(shared_data())}
+    notebook = _with_parameters(nbformat.read(source.with_suffix(".ipynb"), as_version=4), parameters)
+    for name in parameters:  # an injected name the notebook does not define would be silently ignored
+        assert any(f"\n{name} = " in "\n" + cell.source for cell in notebook.cells if "parameters" in
+                   cell.metadata.get("tags", [])), f"{source.name} has no parameter {name}"
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    drawn = sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
+    assert drawn == figures

@@ -25,16 +25,24 @@
 # %% [markdown]
 # ## Install
 # On Colab this installs tfm from its repository (a minute or two); where tfm is already installed, as in a
-# local clone or in tfm's CI, it does nothing.
+# local clone or in tfm's CI, it does nothing. Colab's TPU runtime has no TensorFlow and `tensorflow-tpu`'s last
+# release is 2.20 (tfm supports TensorFlow 2.20 and 2.21), so there it installs `tensorflow-tpu` 2.20 first.
+# Tested: CPU, in tfm's CI; the GPU and TPU paths have not been run by us yet.
 
 # %%
+import glob
 import importlib.util
+import os
 import subprocess
 import sys
 
 REPOSITORY = "https://github.com/tfm-nlp/tfm"
 if importlib.util.find_spec("tfm") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"tfm[notebooks] @ git+{REPOSITORY}"], check=True)
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*") or "COLAB_TPU_ADDR" in os.environ:
+        subprocess.run([*pip, "tensorflow-tpu==2.20.*", "-f",
+                        "https://storage.googleapis.com/libtpu-tf-releases/index.html"], check=True)
+    subprocess.run([*pip, f"tfm[notebooks] @ git+{REPOSITORY}"], check=True)
 
 # %% [markdown]
 # ## Parameters
@@ -57,8 +65,6 @@ SHOW_TENSORBOARD = True
 # else the one GPU or the CPU. The model is built inside the strategy's scope.
 
 # %%
-import os
-
 import keras
 import numpy as np
 import tensorflow as tf

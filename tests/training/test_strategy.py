@@ -25,6 +25,8 @@ ONE_WORKER = json.dumps({"cluster": {"worker": ["localhost:1"]}, "task": {"type"
 
 
 @pytest.mark.parametrize("env, gpus, expected", [
+    ({}, (0, 4), "tpu"),  # a TPU VM (Colab's TPU runtime) sets no TPU_NAME
+    ({"TF_CONFIG": TWO_WORKERS}, (0, 4), "tpu"),
     ({"TPU_NAME": "my-tpu"}, 0, "tpu"),
     ({"TPU_NAME": "my-tpu", "TF_CONFIG": TWO_WORKERS}, 8, "tpu"),  # a TPU wins over everything
     ({"TF_CONFIG": TWO_WORKERS}, 2, "multi_worker"),
@@ -35,8 +37,9 @@ ONE_WORKER = json.dumps({"cluster": {"worker": ["localhost:1"]}, "task": {"type"
     ({"TF_CONFIG": ""}, 0, "default"),
 ])
 def test_auto_strategy_is_chosen_by_environment(env, gpus, expected):
-    assert resolve_strategy_name("auto", env, num_gpus=gpus) == expected
-    assert resolve_strategy_name("mirrored", env, num_gpus=gpus) == "mirrored"  # an explicit name is kept
+    gpus, tpus = gpus if isinstance(gpus, tuple) else (gpus, 0)
+    assert resolve_strategy_name("auto", env, num_gpus=gpus, num_tpus=tpus) == expected
+    assert resolve_strategy_name("mirrored", env, num_gpus=gpus, num_tpus=tpus) == "mirrored"  # explicit names stay
 
 
 def test_bad_strategy_names_and_tf_config_are_input_errors():

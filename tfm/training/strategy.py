@@ -17,10 +17,11 @@ def _tf_config(env):
         raise InputError(f"TF_CONFIG is not valid JSON ({error}): {env.get('TF_CONFIG')!r}") from None
 
 
-def resolve_strategy_name(name, env, num_gpus):
+def resolve_strategy_name(name, env, num_gpus, num_tpus=0):
     """The concrete strategy name for `name`; `auto` decided from the environment alone.
 
-    `auto` picks `tpu` when TPU_NAME is set, `multi_worker` when TF_CONFIG's cluster lists more than one
+    `auto` picks `tpu` when TPU_NAME is set or this host has TPU chips (a TPU VM, as Colab's TPU runtime),
+    `multi_worker` when TF_CONFIG's cluster lists more than one
     chief/worker, `mirrored` when more than one GPU is visible, and `default` otherwise. A pure function
     (no TensorFlow calls), so every branch is testable on any machine.
 
@@ -28,6 +29,7 @@ def resolve_strategy_name(name, env, num_gpus):
         name: str, one of `STRATEGIES`.
         env: mapping, the environment (e.g. `os.environ`).
         num_gpus: int, visible GPUs.
+        num_tpus: int, TPU devices attached to this host.
 
     Example:
     >>> resolve_strategy_name("auto", {"TPU_NAME": "my-tpu"}, num_gpus=0)
@@ -38,7 +40,7 @@ def resolve_strategy_name(name, env, num_gpus):
     if name != "auto":
         return name
     cluster = _tf_config(env).get("cluster", {})
-    if env.get("TPU_NAME"):
+    if env.get("TPU_NAME") or num_tpus > 0:
         return "tpu"
     if sum(len(cluster.get(k, [])) for k in ("chief", "worker")) > 1:
         return "multi_worker"
@@ -57,7 +59,8 @@ def create_strategy(name="auto"):
     if name == "auto" and resolved == "default":
         # Count GPUs only now: listing devices initialises TensorFlow, after which MultiWorkerMirroredStrategy
         # can no longer configure its collectives.
-        resolved = resolve_strategy_name(name, os.environ, len(tf.config.list_logical_devices("GPU")))
+        resolved = resolve_strategy_name(name, os.environ, len(tf.config.list_logical_devices("GPU")),
+                                         len(tf.config.list_physical_devices("TPU")))
     name = resolved
     if name == "default":
         return tf.distribute.get_strategy()

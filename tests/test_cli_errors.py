@@ -184,9 +184,10 @@ def test_help_imports_no_tensorflow():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stderr == "False False\n", done.stderr[-2000:]
     assert done.stdout.count("usage: tfm") == 8
-    shown = subprocess.run([TFM, "--help"], capture_output=True, text=True, timeout=120)
-    assert (shown.returncode, shown.stderr) == (0, "")
-    assert "{train,vocab,quickstart,evaluate,bench,index,export,predict}" in shown.stdout
+    for command in ([TFM], [sys.executable, "-m", "tfm"]):  # the script, and `python -m tfm` (notebook kernels)
+        shown = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=120)
+        assert (shown.returncode, shown.stderr) == (0, "")
+        assert "{train,vocab,quickstart,evaluate,bench,index,export,predict}" in shown.stdout
 
 
 def _env_without_tf_logging():

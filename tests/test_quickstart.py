@@ -63,9 +63,18 @@ def test_sentences_and_held_out_split(tmp_path):
     assert not set(eval_lines) & set((tmp_path / "out" / "train.txt").read_text().splitlines())
 
 
-def test_malformed_line_names_file_and_line(tmp_path):
+def test_rated_sentences_keep_ids_and_ratings(tmp_path):
+    from tfm.data.quickstart_corpus import rated_sentences_from_sdist
+
+    corpus = rated_sentences_from_sdist(_sdist(tmp_path))
+    assert corpus[CORPUS_FILES[1]] == [("0", 1.5, "tweet sentence 0 ."), ("1", -1.5, "tweet sentence 1 ."),
+                                       ("2", 1.5, "tweet sentence 2 .")]
+
+
+@pytest.mark.parametrize("bad_line", ["just text", "7\tvery good\tsome text"])
+def test_malformed_line_names_file_and_line(tmp_path, bad_line):
     with pytest.raises(ValueError, match=r"tweets_GroundTruth.txt:2: expected 'id<TAB>rating<TAB>text'"):
-        sentences_from_sdist(_sdist(tmp_path, bad_line="just text"))
+        sentences_from_sdist(_sdist(tmp_path, bad_line=bad_line))
 
 
 def test_unigram_baseline_by_hand(tmp_path):

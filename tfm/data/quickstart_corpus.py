@@ -24,8 +24,10 @@ EVAL_SENTENCES = 1000  # held out from the movie snippets (every 10th), never tr
 SDIST_ENV = "TFM_QUICKSTART_SDIST"  # a local vaderSentiment-3.3.2.tar.gz, used instead of `pip download`
 
 
-def sentences_from_sdist(sdist_path):
-    """`{file name: [sentences]}` from the vaderSentiment sdist (`id<TAB>rating<TAB>text` lines, CRLF).
+def rated_sentences_from_sdist(sdist_path):
+    """`{file name: [(id, rating, sentence)]}` from the vaderSentiment sdist (`id<TAB>rating<TAB>text` lines, CRLF).
+
+    The rating is the mean of about 20 human judgements in [-4, 4] (Hutto & Gilbert 2014); files keep their order.
 
     Args:
         sdist_path: path of `vaderSentiment-3.3.2.tar.gz`.
@@ -40,18 +42,31 @@ def sentences_from_sdist(sdist_path):
             if name not in CORPUS_FILES:
                 continue
             lines = inner.extractfile(m).read().decode("utf-8").splitlines()
-            sentences = []
+            rows = []
             for number, line in enumerate(lines, 1):
                 parts = line.split("\t")
-                if len(parts) != 3 or not parts[2].strip():
+                try:
+                    rating = float(parts[1]) if len(parts) == 3 and parts[2].strip() else None
+                except ValueError:
+                    rating = None
+                if rating is None:
                     raise InputError(f"{sdist_path}:{m.name}:{number}: expected 'id<TAB>rating<TAB>text', "
                                      f"got {line[:80]!r}")
-                sentences.append(parts[2].strip())
-            corpus[name] = sentences
+                rows.append((parts[0], rating, parts[2].strip()))
+            corpus[name] = rows
     missing = set(CORPUS_FILES) - set(corpus)
     if missing:
         raise InputError(f"{sdist_path}: missing {sorted(missing)}")
     return corpus
+
+
+def sentences_from_sdist(sdist_path):
+    """`{file name: [sentences]}` from the vaderSentiment sdist: `rated_sentences_from_sdist` without ids and ratings.
+
+    Args:
+        sdist_path: path of `vaderSentiment-3.3.2.tar.gz`.
+    """
+    return {name: [text for _, _, text in rows] for name, rows in rated_sentences_from_sdist(sdist_path).items()}
 
 
 def write_corpus(corpus, directory):

@@ -23,6 +23,9 @@ import notebooks as notebook_tool  # noqa: E402
 CI_RUNS = {
     "02_finetune_classifier": ({"STEPS": 8, "BATCH_SIZE": 8, "SEQUENCE_LENGTH": 32, "EVALUATIONS": 2,
                                 "DEV_EXAMPLES": 64, "SHOW_TENSORBOARD": False}, 2),
+    "04_gpt_generation": ({"STEPS": 20, "BATCH_SIZE": 8, "SEQUENCE_LENGTH": 32, "VOCABULARY_SIZE": 500, "NUM_LAYERS": 1,
+                           "HIDDEN_DIM": 32, "JIT_COMPILE": False, "LOG_EVERY": 5, "EVALUATIONS": 2,
+                           "MAX_SENTENCES": 2000, "NEW_TOKENS": 8, "TIMING_RUNS": 2}, 2),
     "05_peft": ({"STEPS": 4, "BATCH_SIZE": 8, "SEQUENCE_LENGTH": 32, "DEV_EXAMPLES": 16, "JIT_COMPILE": False,
                  "RUN_METHODS": ["lora", "adalora", "prefix"]}, 2),
     "07_distributed_tpu": ({"STEPS": 12, "KILL_AFTER_STEP": 4, "CHECKPOINT_EVERY": 4, "BATCH_SIZE": 8,

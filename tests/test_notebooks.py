@@ -44,6 +44,14 @@ def test_ipynb_files_are_the_stripped_pairs_of_the_py_files():
     assert notebook_tool.problems() == []
 
 
+def test_readme_lists_every_notebook_with_a_colab_link():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    repository = notebook_tool.REPOSITORY.removeprefix("https://github.com/")
+    for source in NOTEBOOKS:
+        assert f"https://colab.research.google.com/github/{repository}/blob/main/notebooks/{source.stem}.ipynb" in readme
+        assert f'REPOSITORY = "{notebook_tool.REPOSITORY}"' in source.read_text(encoding="utf-8"), source.name
+
+
 def test_notebooks_lint_clean():
     if importlib.util.find_spec("ruff") is None:
         pytest.fail("ruff is missing: it is a test dependency (setup.cfg [test])")

@@ -16,6 +16,7 @@ import nbformat
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 COLAB = {"provenance": [], "toc_visible": True}
+REPOSITORY = "https://github.com/tfm-nlp/tfm"  # where the notebooks' install cells and the README's Colab links point
 
 
 def sources():

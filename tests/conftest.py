@@ -25,7 +25,7 @@ TEST_SEED = int(os.environ.get("TFM_TEST_SEED", "1234"))
 # The longest files first (summed `--durations` of a full 2-core run): pytest-xdist's loadfile scheduler hands
 # files out in collection order when the Makefile passes --no-loadscope-reorder (by default xdist 3.8 sends the
 # files with the most tests first, which put test_distributed.py near the end of one worker's queue).
-LONGEST_FIRST = ("tests/training/test_finetune.py", "tests/training/test_distributed.py", "tests/peft/test_training.py",
+LONGEST_FIRST = ("tests/test_notebooks.py", "tests/training/test_finetune.py", "tests/training/test_distributed.py", "tests/peft/test_training.py",
                  "tests/export/test_saved_model.py", "tests/test_readme.py", "tests/test_benchmark.py",
                  "tests/tasks/test_fit_mirrored.py", "tests/training/test_trainer.py",
                  "tests/tasks/test_token_classifier.py")

@@ -28,6 +28,7 @@ CI_RUNS = {
                            "MAX_SENTENCES": 2000, "NEW_TOKENS": 8, "TIMING_RUNS": 2}, 2),
     "05_peft": ({"STEPS": 4, "BATCH_SIZE": 8, "SEQUENCE_LENGTH": 32, "DEV_EXAMPLES": 16, "JIT_COMPILE": False,
                  "RUN_METHODS": ["lora", "adalora", "prefix"]}, 2),
+    "06_knowledge_base": ({}, 2),
     "07_distributed_tpu": ({"STEPS": 12, "KILL_AFTER_STEP": 4, "CHECKPOINT_EVERY": 4, "BATCH_SIZE": 8,
                             "SEQUENCE_LENGTH": 32, "NUM_LAYERS": 1, "VOCABULARY_SIZE": 600, "CORPUS_SENTENCES": 3000,
                             "SHOW_TENSORBOARD": False}, 1),

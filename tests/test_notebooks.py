@@ -21,6 +21,8 @@ import notebooks as notebook_tool  # noqa: E402
 
 # name -> (CI parameters, figures the run must draw). Sized so all notebooks together stay a few minutes.
 CI_RUNS = {
+    "01_pretrain_mlm": ({"STEPS": 30, "BATCH_SIZE": 16, "SEQUENCE_LENGTH": 32, "VOCABULARY_SIZE": 1000,
+                         "TRAIN_SENTENCES": 3000, "EVAL_SENTENCES": 128, "EVALUATIONS": 2, "SHOW_TENSORBOARD": False}, 2),
     "02_finetune_classifier": ({"STEPS": 8, "BATCH_SIZE": 8, "SEQUENCE_LENGTH": 32, "EVALUATIONS": 2,
                                 "DEV_EXAMPLES": 64, "SHOW_TENSORBOARD": False}, 2),
     "04_gpt_generation": ({"STEPS": 20, "BATCH_SIZE": 8, "SEQUENCE_LENGTH": 32, "VOCABULARY_SIZE": 500, "NUM_LAYERS": 1,

@@ -4,4 +4,5 @@ import sys
 
 from tfm.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # (imported, e.g. by the doctest collector, it does nothing)
+    sys.exit(main())

@@ -127,7 +127,7 @@ def _vocab(args):
     from tfm.data import build_vocab
 
     tokenizer = build_vocab(args.corpus, tokenizer_type=args.type, vocabulary_size=args.vocabulary_size, out_dir=args.out,
-                            lowercase=not args.cased)
+                            lowercase=not args.cased, max_unique_chars=args.max_unique_chars)
     print(f"{args.type} vocabulary of {tokenizer.vocabulary_size} tokens written to {args.out}")
 
 
@@ -208,6 +208,8 @@ def build_parser():
     vocab.add_argument("--vocabulary-size", "--size", type=int, default=8000, help="tokens in the vocabulary")
     vocab.add_argument("--out", required=True, metavar="DIR")
     vocab.add_argument("--cased", action="store_true", help="keep case (WordPiece)")
+    vocab.add_argument("--max-unique-chars", type=int, default=None, metavar="N",
+                       help="WordPiece alphabet size: rarer characters become [UNK] (default max(1000, size // 2))")
     vocab.set_defaults(func=_vocab)
 
     quickstart = commands.add_parser("quickstart", help="Fetch real text, pretrain bert_tiny with MLM, report.")

@@ -116,3 +116,44 @@ def test_wordpiece_reaches_3000_tokens_on_sst2_plus_chnsenticorp(tmp_path):
     assert len(vocab) == len(set(vocab)) and 2850 <= len(vocab) <= 3000 and not any(_is_cjk_suffix(t) for t in vocab)
     assert sum(len(t) == 1 and is_cjk(t) for t in vocab) > 1400
     assert {"the", "film", "movie", "##ing"} <= set(vocab)
+
+
+def _many_ideographs(n):
+    """n distinct CJK ideographs, ideograph i seen n + 2 - i times (all at least twice): the rarer ones come last."""
+    ideographs = [chr(0x4E00 + i) for i in range(n)]
+    rng = random.Random(0)
+    seen = [c for i, c in enumerate(ideographs) for _ in range(n + 2 - i)]
+    rng.shuffle(seen)
+    return ["".join(seen[i:i + 20]) for i in range(0, len(seen), 20)], ideographs
+
+
+@pytest.mark.filterwarnings("ignore:WordPiece vocabulary reached")  # no multi-character pieces here, by design
+@pytest.mark.parametrize("max_unique_chars, kept", [(None, 1000), (1500, 1200)])
+def test_wordpiece_alphabet_size_decides_which_ideographs_survive(max_unique_chars, kept, tmp_path):
+    # 1,200 ideographs, each seen twice or more. The default alphabet, max(1000, 2000 // 2), keeps the 1,000
+    # most frequent and the 200 rarest become [UNK]; `data.tokenizer.max_unique_chars: 1500` (or `tfm vocab
+    # --max-unique-chars 1500`) keeps them all.
+    texts, ideographs = _many_ideographs(1200)
+    corpus = tmp_path / "zh.txt"
+    corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    args = [] if max_unique_chars is None else ["--max-unique-chars", str(max_unique_chars)]
+    assert main(["vocab", "--corpus", str(corpus), "--size", "2000", "--out", str(tmp_path / "v"), *args]) == 0
+    vocab = set((tmp_path / "v" / "vocab.txt").read_text(encoding="utf-8").splitlines())
+    assert [c in vocab for c in ideographs] == [True] * kept + [False] * (1200 - kept)
+
+    from tfm.training.config import from_dict, ExperimentConfig
+    from tfm.training.experiment import prepare_tokenizer
+
+    cfg = from_dict(ExperimentConfig, {"output_dir": str(tmp_path / "run"), "task": {"name": "masked_lm"},
+                                       "data": {"train": [str(corpus)], "tokenizer": {"vocabulary_size": 2000,
+                                                                                      "max_unique_chars": max_unique_chars}}})
+    assert set(prepare_tokenizer(cfg).vocabulary) == vocab  # the config key reaches the same training
+
+
+def test_max_unique_chars_is_for_wordpiece_only():
+    from tfm.training.config import ConfigError, from_dict, ExperimentConfig
+
+    with pytest.raises(ConfigError, match="max_unique_chars is for WordPiece only, not type 'sentencepiece'"):
+        from_dict(ExperimentConfig, {"data": {"tokenizer": {"type": "sentencepiece", "max_unique_chars": 10}}})
+    with pytest.raises(ConfigError, match="max_unique_chars must be > 0, got 0"):
+        from_dict(ExperimentConfig, {"data": {"tokenizer": {"max_unique_chars": 0}}})

@@ -68,7 +68,8 @@ def test_schema_keys_and_defaults():
     assert d["data"] == {
         "train": [], "eval": [], "format": "text", "text_column": "text", "text_pair_column": None,
         "negative_column": None, "label_column": "label", "header": True, "sequence_length": 128,
-        "tokenizer": {"type": "wordpiece", "vocabulary_size": 8000, "lowercase": True, "path": None},
+        "tokenizer": {"type": "wordpiece", "vocabulary_size": 8000, "lowercase": True, "path": None,
+                      "max_unique_chars": None},
         "shuffle_buffer": 10000, "length_buckets": None, "max_eval_examples": None, "prepare": None, "prepare_include": [], "prepare_exclude": [],
     }
     assert ", ".join(d["trainer"]) == TRAINER_KEYS
@@ -111,7 +112,7 @@ def test_from_dict_nested_and_safe_conversions():
     ({"bogus": 1}, "bogus is not a valid key; valid keys at the top level: output_dir, task, model, data, trainer, pretrain, peft, distill"),
     ({"data": {"tokenizer": {"vocab": 10}}},
      "data.tokenizer.vocab is not a valid key; "
-     "valid keys in data.tokenizer: type, vocabulary_size, lowercase, path"),
+     "valid keys in data.tokenizer: type, vocabulary_size, lowercase, path, max_unique_chars"),
 ])
 def test_unknown_key_names_key_and_valid_keys(data, message):
     assert _error(from_dict, ExperimentConfig, data) == message

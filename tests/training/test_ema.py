@@ -60,14 +60,16 @@ def test_evaluation_during_training_reads_the_averages_and_leaves_the_raw_weight
 
 
 def test_run_killed_after_a_checkpoint_resumes_to_the_same_averaged_weights(tmp_path):
-    whole = _trainer(tmp_path, "whole", checkpoint_every=2)
+    # Without XLA: three Trainers of a toy model spend most of their time compiling (the XLA step with averages
+    # is what the test above runs).
+    whole = _trainer(tmp_path, "whole", checkpoint_every=2, jit_compile=False)
     whole.train()
-    killed = _trainer(tmp_path, "killed", checkpoint_every=2)
+    killed = _trainer(tmp_path, "killed", checkpoint_every=2, jit_compile=False)
     for _ in range(2):
         killed.train_step()
     killed.save_checkpoint()  # what the loop does at step 2; the process then dies
     del killed
-    resumed = _trainer(tmp_path, "killed", checkpoint_every=2)
+    resumed = _trainer(tmp_path, "killed", checkpoint_every=2, jit_compile=False)
     assert resumed.restored_from is not None and int(resumed.step.numpy()) == 2
     resumed.train()
     # The averages travel in the optimizer's checkpoint: lost ones would restart from zeros (or the weights).

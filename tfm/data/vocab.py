@@ -14,7 +14,7 @@ TOKENIZER_TYPES = {cls.kind: cls for cls in (WordPieceTokenizer, SentencePieceTo
 
 
 def build_vocab(corpus_files, tokenizer_type="wordpiece", vocabulary_size=8000, out_dir=None, lowercase=True,
-                format=None, text_field="text", model_type="unigram"):
+                format=None, text_field="text", model_type="unigram", max_unique_chars=None):
     """Train a tokenizer on corpus files and save it (the `tfm vocab` command).
 
     Args:
@@ -28,6 +28,7 @@ def build_vocab(corpus_files, tokenizer_type="wordpiece", vocabulary_size=8000, 
             default from each file's suffix.
         text_field: str, JSONL text key.
         model_type: "unigram" or "bpe" for SentencePiece.
+        max_unique_chars: WordPiece alphabet size (see `WordPieceTokenizer.train`); None for its default.
 
     Returns:
         the trained Tokenizer.
@@ -52,7 +53,8 @@ def build_vocab(corpus_files, tokenizer_type="wordpiece", vocabulary_size=8000, 
     if num_texts == 0:
         raise InputError(f"no text found in {', '.join(map(str, paths))}")
     if tokenizer_type == "wordpiece":
-        tokenizer = WordPieceTokenizer.train(dataset, vocabulary_size, lowercase=lowercase)
+        tokenizer = WordPieceTokenizer.train(dataset, vocabulary_size, lowercase=lowercase,
+                                             max_unique_chars=max_unique_chars)
     else:
         tokenizer = SentencePieceTokenizer.train(dataset, vocabulary_size, model_type=model_type)
     if out_dir is not None:

@@ -227,9 +227,16 @@ class TokenizerConfig(_Config):
     vocabulary_size: int = 8000
     lowercase: bool = True
     path: Optional[str] = None
+    # WordPiece: how many distinct characters may enter the vocabulary (rarer ones become [UNK]); None keeps
+    # WordPieceTokenizer.train's default, max(1000, vocabulary_size // 2), which drops the rarer half of a large
+    # Chinese alphabet.
+    max_unique_chars: Optional[int] = None
 
     def _validate(self):
         _check(self, "vocabulary_size", *_POSITIVE)
+        _check(self, "max_unique_chars", *_POSITIVE, optional=True)
+        _require(self.max_unique_chars is None or self.type == "wordpiece", "max_unique_chars",
+                 f"is for WordPiece only, not type {self.type!r}")
         if self.type == "gpt2_bpe":
             warnings.warn("data.tokenizer.type=gpt2_bpe is deprecated: it is now bpe", FutureWarning, stacklevel=2)
             object.__setattr__(self, "type", "bpe")

@@ -156,7 +156,7 @@ def to_dict(cfg):
 
     Example:
     >>> to_dict(TokenizerConfig())
-    {'type': 'wordpiece', 'vocabulary_size': 8000, 'lowercase': True, 'path': None}
+    {'type': 'wordpiece', 'vocabulary_size': 8000, 'lowercase': True, 'path': None, 'max_unique_chars': None}
     """
     return dataclasses.asdict(cfg)
 

@@ -48,7 +48,8 @@ def prepare_tokenizer(cfg, chief=True):
     if tokenizer is None:
         texts = corpus_texts(cfg, cfg.data.train)
         if t.type == "wordpiece":
-            tokenizer = tfm_data.WordPieceTokenizer.train(texts.dataset, t.vocabulary_size, lowercase=t.lowercase)
+            tokenizer = tfm_data.WordPieceTokenizer.train(texts.dataset, t.vocabulary_size, lowercase=t.lowercase,
+                                                          max_unique_chars=t.max_unique_chars)
         elif t.type == "sentencepiece":
             tokenizer = tfm_data.SentencePieceTokenizer.train(texts.dataset, t.vocabulary_size)
         else:

@@ -11,6 +11,7 @@ from tfm.data.pipelines import (
     classification_dataset,
     clm_dataset,
     default_max_predictions,
+    length_bucketed,
     mlm_dataset,
     token_classification_dataset,
 )
@@ -30,7 +31,7 @@ __all__ = [
     "SquadFeatures", "Tokenizer", "WordPieceTokenizer", "align_word_labels", "bio_label_order", "build_vocab",
     "causal_lm_split", "chunk_stream", "classification_dataset", "clm_dataset", "contrastive_dataset",
     "default_max_predictions",
-    "load_tfds", "load_tokenizer", "mask_tokens", "mlm_dataset", "multiple_choice_dataset", "pack_segments",
+    "length_bucketed", "load_tfds", "load_tokenizer", "mask_tokens", "mlm_dataset", "multiple_choice_dataset", "pack_segments",
     "read_classification", "read_conll", "read_multiple_choice", "read_squad", "read_text_corpus",
     "read_text_pairs",
     "squad_features", "token_classification_dataset",

@@ -12,6 +12,7 @@ import re
 import tensorflow as tf
 
 from tfm import data as tfm_data
+from tfm.data.pipelines import length_bucketed  # noqa: F401  (the recipes' name for it)
 
 
 @dataclasses.dataclass
@@ -120,36 +121,3 @@ def static_batches(dataset, batch_size, replicas=1):
     fillers = dataset.take(1).map(filler).repeat(replicas - 1)
     tagged = dataset.map(real_batch).concatenate(fillers)
     return tagged.scan(tf.constant(0, tf.int64), count).filter(kept).map(batch_of)
-
-
-def length_bucketed(dataset, boundaries, batch_size, sequence_length):
-    """Re-batches `(x, y[, w])` batches so each batch holds examples of similar length, cut to its bucket.
-
-    Sentence datasets are mostly short (SST-2: 13 word pieces on average, padded to 64), so a model step on
-    full-length rows is mostly padding. Examples go into buckets by their real length (`padding_mask`); each
-    batch comes from one bucket and every `(B, sequence_length)` tensor is cut to that bucket's length, so a
-    step sees only a few distinct shapes (one XLA program each). Used for training batches only: the order of
-    examples changes.
-
-    Args:
-        dataset: batches whose `x` has `padding_mask` `(B, sequence_length)`.
-        boundaries: increasing ints < sequence_length, the bucket lengths below the full length.
-        batch_size: int, examples per batch (the same in every bucket; remainders are dropped).
-        sequence_length: int, the padded length of the input batches.
-    """
-    lengths = sorted(set(int(b) for b in boundaries if 0 < int(b) < sequence_length)) + [sequence_length]
-    table = tf.constant(lengths, tf.int32)
-
-    def real_length(*example):
-        return tf.reduce_sum(tf.cast(example[0]["padding_mask"], tf.int32))
-
-    def cut(*batch):
-        longest = tf.reduce_max(tf.reduce_sum(tf.cast(batch[0]["padding_mask"], tf.int32), axis=1))
-        length = tf.gather(table, tf.searchsorted(table, longest[tf.newaxis], side="left"))[0]
-        trim = lambda t: t[:, :length] if t.shape.rank == 2 and t.shape[1] == sequence_length else t  # noqa: E731
-        return tf.nest.map_structure(trim, batch)
-
-    ds = dataset.unbatch().bucket_by_sequence_length(
-        real_length, bucket_boundaries=[b + 1 for b in lengths[:-1]], bucket_batch_sizes=[batch_size] * len(lengths),
-        drop_remainder=True)
-    return ds.map(cut, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

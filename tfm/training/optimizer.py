@@ -76,7 +76,8 @@ def create_optimizer(trainer_config, pre_reduced=False):
 
     Args:
         trainer_config: `tfm.training.config.TrainerConfig`.
-        pre_reduced: bool, True for the custom Trainer (see `PreReducedAdamW`).
+        pre_reduced: bool, True for the custom Trainer (see `PreReducedAdamW`), which also clips the gradients
+            itself (`clip_norm`), so this optimizer does not.
     """
     c = trainer_config
     warmup = c.resolved_warmup_steps()
@@ -88,7 +89,7 @@ def create_optimizer(trainer_config, pre_reduced=False):
         beta_1=c.adam_beta_1,
         beta_2=c.adam_beta_2,
         epsilon=c.adam_epsilon,
-        global_clipnorm=c.clip_norm,
+        global_clipnorm=None if pre_reduced else c.clip_norm,  # the Trainer clips with the norm it logs
         use_ema=c.ema_momentum is not None,
         ema_momentum=0.99 if c.ema_momentum is None else c.ema_momentum,
     )

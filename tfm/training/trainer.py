@@ -265,10 +265,18 @@ class Trainer:
 
     def _apply(self, loss_sum, weight_sum, grads, tokens):
         weight_sum = tf.maximum(weight_sum, 1e-12)
-        grads = [g / weight_sum for g in grads]
         loss = loss_sum / weight_sum
         scale = getattr(self.optimizer, "dynamic_scale", None)
-        grad_norm = tf.linalg.global_norm(grads) / (tf.cast(scale, tf.float32) if scale is not None else 1.0)
+        # One pass over the gradients: the token-weighted mean and the global-norm clipping fold into one factor,
+        # from the one norm that is also logged (the optimizer, built without global_clipnorm, does not clip
+        # again). The norm is of the unscaled mean gradient, as Keras' global_clipnorm would see it.
+        grad_norm = tf.linalg.global_norm(grads) / weight_sum
+        if scale is not None:
+            grad_norm = grad_norm / tf.cast(scale, tf.float32)
+        factor = 1.0 / weight_sum
+        if self.config.clip_norm is not None:
+            factor = factor * (self.config.clip_norm / tf.maximum(grad_norm, self.config.clip_norm))
+        grads = [g * tf.cast(factor, g.dtype) for g in grads]
         if self.config.skip_nonfinite_steps and scale is None:
             # (A LossScaleOptimizer already skips steps whose float16 gradients overflow.)
             self._apply_if(tf.math.is_finite(loss) & tf.math.is_finite(grad_norm), grads)

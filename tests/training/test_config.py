@@ -74,11 +74,11 @@ def test_schema_keys_and_defaults():
     }
     assert ", ".join(d["trainer"]) == TRAINER_KEYS
     assert d["trainer"] == {
-        "steps": 1000, "batch_size": 32, "learning_rate": 1e-4, "strategy": "auto", "mixed_precision": "float32",
+        "steps": 1000, "batch_size": 32, "learning_rate": 1e-4, "strategy": "auto", "mixed_precision": "auto",
         "checkpoint_every": 500, "log_every": 50, "eval_every": 500, "eval_steps": None, "keep_checkpoints": 3,
         "warmup_steps": 0, "warmup_ratio": 0.0, "decay": "linear", "end_learning_rate": 0.0,
         "weight_decay": 0.01, "adam_beta_1": 0.9, "adam_beta_2": 0.999, "adam_epsilon": 1e-6, "clip_norm": 1.0,
-        "ema_momentum": None, "grad_accum_steps": 1, "jit_compile": True, "seed": 0, "peak_flops": None, "num_samples": 2,
+        "ema_momentum": None, "grad_accum_steps": 1, "jit_compile": "auto", "seed": 0, "peak_flops": None, "num_samples": 2,
         "skip_nonfinite_steps": False, "max_skipped_steps": 10,
     }
     # Every section default is its own object (no shared mutable defaults).

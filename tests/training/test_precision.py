@@ -62,8 +62,10 @@ def test_config_accepts_auto_and_rejects_other_words():
 @pytest.mark.parametrize("units, policy, jit", [("1", "mixed_bfloat16", False), ("0", "float32", True)])
 def test_trainer_runs_what_auto_resolves_to(monkeypatch, tmp_path, capsys, units, policy, jit):
     monkeypatch.setenv(precision.ENV, units)
+    # mixed_precision and jit_compile left at their defaults: both `auto`.
     cfg = TrainerConfig(steps=2, batch_size=8, learning_rate=1e-2, log_every=1, eval_every=1000, checkpoint_every=1000,
-                        mixed_precision="auto", jit_compile="auto", strategy="default")
+                        strategy="default")
+    assert (cfg.mixed_precision, cfg.jit_compile) == ("auto", "auto")
     try:
         trainer = Trainer(cfg, str(tmp_path), lambda: model_fn("mlm"), lambda b, c: toy_dataset("mlm", b, c))
         assert (trainer.mixed_precision, trainer.jit_compile) == (policy, jit)

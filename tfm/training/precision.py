@@ -10,6 +10,7 @@ Everywhere else (older CPUs, GPUs, TPUs) `auto` keeps the float32 XLA step.
 float32 numerics.
 """
 
+import functools
 import os
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names, best first
@@ -62,8 +63,9 @@ def _accelerated(strategy):
 MIN_SPEEDUP = 1.25  # bf16 only pays where its matmul is clearly faster than float32's
 
 
+@functools.lru_cache(maxsize=None)
 def bf16_speedup():
-    """Measured bf16 / float32 FLOP/s of a 2048 x 2048 matmul on this machine (about a second)."""
+    """Measured bf16 / float32 FLOP/s of a 2048 x 2048 matmul on this machine (about a second, once a process)."""
     from tfm.training.flops import measure_peak_flops
 
     return measure_peak_flops(dtype="bfloat16") / measure_peak_flops(dtype="float32")

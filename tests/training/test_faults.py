@@ -24,6 +24,10 @@ from tfm.training.config import ExperimentConfig, TrainerConfig, save_config
 from tfm.training.experiment import build_task
 from tfm.training.trainer import NonFiniteLossError, Trainer
 
+# What a verbose Trainer prints first under the default `trainer.mixed_precision: auto` (the suite sets
+# TFM_BF16_UNITS=0 in conftest, so every CPU resolves alike).
+PRECISION_LINE = "trainer.mixed_precision=auto: float32 (no CPU bf16 matrix units); XLA on\n"
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -252,8 +256,8 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(trained_run
     _assert_equal_lists(_values(trainer.model.weights), trained_run[1]["ckpt-4"])
     assert sorted(os.listdir(checkpoints)) == files  # nothing deleted
     # The resume message: checkpoint, step, and the data position skipped (4 steps x 1 batch, one pipeline).
-    assert capsys.readouterr().out == (f"Resumed from {checkpoints / 'ckpt-4'} at step 4: skipping 4 batches of "
-                                       f"8 examples in each of 1 input pipeline(s)\n")
+    assert capsys.readouterr().out == (f"{PRECISION_LINE}Resumed from {checkpoints / 'ckpt-4'} at step 4: skipping 4 "
+                                       f"batches of 8 examples in each of 1 input pipeline(s)\n")
 
 
 def test_no_readable_checkpoint_starts_from_scratch(trained_run, tmp_path):
@@ -290,7 +294,7 @@ def test_finished_run_says_so_and_is_evaluated_again(trained_run, tmp_path, caps
     metrics = _trainer(run_dir, verbose=True).train()
     assert metrics == {}  # no eval data in the toy run
     assert capsys.readouterr().out == (
-        f"Resumed from {checkpoints / 'ckpt-6'} at step 6: skipping 6 batches of 8 examples in each of 1 input "
+        f"{PRECISION_LINE}Resumed from {checkpoints / 'ckpt-6'} at step 6: skipping 6 batches of 8 examples in each of 1 input "
         f"pipeline(s)\nRun already finished at step 6 (trainer.steps=6): evaluating it again\n")
     written = yaml.safe_load((run_dir / "metrics.json").read_text())
     count = written["total_params"]

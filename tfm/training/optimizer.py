@@ -67,6 +67,45 @@ class PreReducedAdamW(keras.optimizers.AdamW):
     def _all_reduce_sum_gradients(self, grads_and_vars):
         return list(grads_and_vars)
 
+    def _apply_weight_decay(self, variables):
+        """Keras' decoupled weight decay, with the scheduled learning rate computed once a step, not once a
+        variable (Keras reads `self.learning_rate`, the whole schedule, inside its per-variable loop)."""
+        import tensorflow as tf
+
+        if self.weight_decay is None:
+            return
+        decay = tf.cast(self.learning_rate, "float32") * tf.cast(self.weight_decay, "float32")
+
+        def distributed_apply_weight_decay(distribution, variables):
+            def weight_decay_fn(variable):
+                if self._use_weight_decay(variable):
+                    variable.assign_sub(variable * tf.cast(decay, variable.dtype))
+
+            for variable in variables:
+                if isinstance(variable, keras.Variable):
+                    variable = variable.value
+                distribution.extended.update(variable, weight_decay_fn, group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(distributed_apply_weight_decay,
+                                                            self._distribution_strategy, variables)
+
+    def update_step(self, gradient, variable, learning_rate):
+        """Keras' Adam update as TensorFlow's fused `ResourceApplyAdam` kernel: one pass over each variable and
+        its two moments where Keras' ops make about ten (a profiled BERT-base bf16 step spent 19% of its op time
+        in the optimizer update). Same formula, epsilon outside the square root, as `keras.optimizers.Adam`."""
+        import tensorflow as tf
+
+        if self.amsgrad or not hasattr(variable, "handle"):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        index = self._get_variable_index(variable)
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].value.handle, v=self._velocities[index].value.handle,
+            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+
 
 def create_optimizer(trainer_config, pre_reduced=False):
     """Builds AdamW (no decay on LayerNorm and biases) on a `WarmupDecay` schedule from a TrainerConfig.

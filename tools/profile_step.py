@@ -32,9 +32,10 @@ CLASSES = {  # besides "matmul": every op type with MatMul or Einsum in its name
                          "RandomUniform", "GreaterEqual"),
     "optimizer": ("ResourceApplyAdam", "ResourceApplyAdamWithAmsgrad", "AssignSubVariableOp", "AssignVariableOp",
                   "AssignAddVariableOp", "ReadVariableOp", "ResourceScatterAdd"),
-    "data movement": ("Transpose", "_MklTranspose", "Reshape", "ConcatV2", "Pack", "GatherV2", "ResourceGather", "StridedSlice",
-                      "Slice", "Split", "SplitV", "Tile", "BroadcastTo", "UnsortedSegmentSum", "Identity", "Fill",
-                      "Select", "SelectV2", "OnesLike", "ZerosLike", "TensorScatterUpdate", "ScatterNd"),
+    "data movement": ("Transpose", "_MklTranspose", "Reshape", "ConcatV2", "Pack", "GatherV2", "ResourceGather",
+                      "StridedSlice", "Slice", "Split", "SplitV", "Tile", "BroadcastTo", "UnsortedSegmentSum",
+                      "Identity", "Fill", "Select", "SelectV2", "OnesLike", "ZerosLike", "TensorScatterUpdate",
+                      "ScatterNd"),
 }
 
 

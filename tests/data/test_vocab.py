@@ -144,9 +144,9 @@ def test_wordpiece_alphabet_size_decides_which_ideographs_survive(max_unique_cha
     from tfm.training.config import from_dict, ExperimentConfig
     from tfm.training.experiment import prepare_tokenizer
 
+    tokenizer = {"vocabulary_size": 2000, "max_unique_chars": max_unique_chars}
     cfg = from_dict(ExperimentConfig, {"output_dir": str(tmp_path / "run"), "task": {"name": "masked_lm"},
-                                       "data": {"train": [str(corpus)], "tokenizer": {"vocabulary_size": 2000,
-                                                                                      "max_unique_chars": max_unique_chars}}})
+                                       "data": {"train": [str(corpus)], "tokenizer": tokenizer}})
     assert set(prepare_tokenizer(cfg).vocabulary) == vocab  # the config key reaches the same training
 
 

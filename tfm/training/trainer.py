@@ -267,15 +267,12 @@ class Trainer:
         weight_sum = tf.maximum(weight_sum, 1e-12)
         loss = loss_sum / weight_sum
         scale = getattr(self.optimizer, "dynamic_scale", None)
-        # One pass over the gradients: the token-weighted mean and the global-norm clipping fold into one factor,
-        # from the one norm that is also logged (the optimizer, built without global_clipnorm, does not clip
-        # again). The norm is of the unscaled mean gradient, as Keras' global_clipnorm would see it.
-        grad_norm = tf.linalg.global_norm(grads) / weight_sum
-        if scale is not None:
-            grad_norm = grad_norm / tf.cast(scale, tf.float32)
-        factor = 1.0 / weight_sum
-        if self.config.clip_norm is not None:
-            factor = factor * (self.config.clip_norm / tf.maximum(grad_norm, self.config.clip_norm))
+        # One pass: the token-weighted mean and global-norm clipping (by the logged norm of the unscaled mean
+        # gradient; the optimizer does not clip again) are one factor.
+        unscale = tf.cast(scale, tf.float32) if scale is not None else 1.0
+        grad_norm = tf.linalg.global_norm(grads) / weight_sum / unscale
+        clip = self.config.clip_norm
+        factor = (1.0 / weight_sum) * (clip / tf.maximum(grad_norm, clip) if clip is not None else 1.0)
         grads = [g * tf.cast(factor, g.dtype) for g in grads]
         if self.config.skip_nonfinite_steps and scale is None:
             # (A LossScaleOptimizer already skips steps whose float16 gradients overflow.)

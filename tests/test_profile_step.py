@@ -1,0 +1,42 @@
+"""tools/profile_step.py: the trace parser counts TF's host op events, and names their class and owner."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import profile_step  # noqa: E402
+
+
+def test_op_times_counts_every_executed_op_of_a_traced_function(tmp_path):
+    a = tf.constant(np.ones((64, 64), "float32"))
+
+    @tf.function  # no XLA: the ops stay visible one by one
+    def step(x):
+        return tf.nn.softmax(tf.matmul(x, x) * 0.5)
+
+    step(a)
+    tf.profiler.experimental.start(str(tmp_path))
+    for _ in range(3):
+        step(a).numpy()
+    tf.profiler.experimental.stop()
+    totals, counts, scopes = profile_step.op_times(str(tmp_path))
+    matmul = [op for op in counts if "MatMul" in op]
+    assert len(matmul) == 1 and counts[matmul[0]] == 3 and totals[matmul[0]] > 0  # one matmul a call
+    assert profile_step.op_class(matmul[0]) == "matmul"
+    assert sum(counts[op] for op in counts if "Softmax" in op) == 3
+    assert not any("::" in op or op.startswith("__") for op in counts)  # runtime scopes are not ops
+    assert sum(scopes.values()) == pytest.approx(sum(totals.values()), rel=1e-9)  # the same events, regrouped
+
+
+def test_owner_scopes_of_real_op_names():
+    scope = profile_step.scope_of
+    assert scope("StatefulPartitionedCall/pre_reduced_adam_w/mul_63") == "optimizer update"
+    assert scope("StatefulPartitionedCall/gradient_tape/masked_lm_1/bert_backbone_1/transformer_layer_3/"
+                 "self_attention/MatMul") == "backward: transformer_layer"
+    assert scope("StatefulPartitionedCall/masked_lm_1/masked_lm_head_1/dense/MatMul") == "masked_lm_head"
+    assert scope("StatefulPartitionedCall/truediv_17") == "other (loss, casts, gradient sums)"
+    assert profile_step.op_class("Cast") == "cast" and profile_step.op_class("_MklBatchMatMulV2") == "matmul"

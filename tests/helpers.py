@@ -330,21 +330,56 @@ def randomize_weights(model, seed=0):
         w.assign(rng.normal(0.0, 0.2, size=w.shape).astype(w.dtype))
 
 
-def run_standalone(requests, workdir, timeout=600):
-    """Runs `requests` (`[{"dir", "signature", "inputs"}]`) through tests/export/standalone_runner.py in a fresh
-    process that imports only tensorflow + tensorflow_text; returns its `{"results", "forbidden_modules"}`."""
-    import pickle
-    import subprocess
-    import sys
-    from pathlib import Path
+class StandaloneRunner:
+    """tests/export/standalone_runner.py in a fresh process that imports only tensorflow + tensorflow_text,
+    started at once so its start-up and its answers overlap the caller's exports; `submit` queues requests
+    (`[{"dir", "signature", "inputs"}]`), `finish` returns `{"results", "forbidden_modules"}` for all of them."""
 
-    workdir = Path(workdir)
-    with open(workdir / "requests.pkl", "wb") as f:
-        pickle.dump(requests, f)
-    runner = Path(__file__).parent / "export" / "standalone_runner.py"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, str(runner), str(workdir / "requests.pkl"), str(workdir / "results.pkl")],
-                          capture_output=True, text=True, env=env, timeout=timeout)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with open(workdir / "results.pkl", "rb") as f:
-        return pickle.load(f)
+    def __init__(self, workdir):
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.queue = Path(workdir) / "standalone_queue"
+        self.queue.mkdir(parents=True)
+        self.batches = 0
+        self.log = open(self.queue / "runner.log", "w+")
+        runner = Path(__file__).parent / "export" / "standalone_runner.py"
+        self.process = subprocess.Popen([sys.executable, str(runner), str(self.queue)], stdout=self.log,
+                                        stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+    def submit(self, requests):
+        import pickle
+
+        partial = self.queue / f"partial_{self.batches}.pkl"
+        with open(partial, "wb") as f:
+            pickle.dump(requests, f)
+        partial.rename(self.queue / f"requests_{self.batches}.pkl")  # whole files only: the runner polls
+        self.batches += 1
+
+    def stop(self):
+        """Ends the process (a caller that failed before `finish`: the runner would wait for batches forever)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def finish(self, timeout=600):
+        import pickle
+
+        self.submit(None)
+        try:
+            self.process.wait(timeout=timeout)
+        finally:
+            self.stop()
+        self.log.seek(0)
+        assert self.process.returncode == 0, self.log.read()[-3000:]
+        with open(self.queue / "results.pkl", "rb") as f:
+            return pickle.load(f)
+
+
+def run_standalone(requests, workdir, timeout=600):
+    """Runs `requests` (`[{"dir", "signature", "inputs"}]`) in a fresh process that imports only tensorflow +
+    tensorflow_text (`StandaloneRunner`); returns its `{"results", "forbidden_modules"}`."""
+    runner = StandaloneRunner(workdir)
+    runner.submit(requests)
+    return runner.finish(timeout)

@@ -6,13 +6,14 @@ SavedModel equals the Keras model); the test also asserts the figures were drawn
 """
 
 import importlib.util
+import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from tests.data_paths import shared_data
+from tests.data_paths import SHARED_DATA, shared_data
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -76,20 +77,66 @@ def _with_parameters(notebook, values):
     return notebook
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom(source, tmp_path):
+def _reads_shared_data(source):
+    return "\nDATA_DIR = " in "\n" + source.read_text(encoding="utf-8")
+
+
+def _execute(source, parameters, out):
+    """Runs notebook `source` (its .ipynb) with `parameters` injected; writes the executed notebook to `out`."""
     import nbformat
     from nbclient import NotebookClient
 
-    parameters, figures = CI_RUNS[source.stem]
-    notebook = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
-    if any("\nDATA_DIR = " in "\n" + cell.source for cell in notebook.cells):  # notebooks that read the shared data
-        parameters = {**parameters, "DATA_DIR": str(shared_data())}
-    notebook = _with_parameters(notebook, parameters)
+    notebook = _with_parameters(nbformat.read(source.with_suffix(".ipynb"), as_version=4), parameters)
     for name in parameters:  # an injected name the notebook does not define would be silently ignored
         assert any(f"\n{name} = " in "\n" + cell.source for cell in notebook.cells if "parameters" in
                    cell.metadata.get("tags", [])), f"{source.name} has no parameter {name}"
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    workdir = out.parent / source.stem
+    workdir.mkdir()
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(workdir)}})
+    client.execute()
+    nbformat.write(notebook, out)
+
+
+@pytest.fixture(scope="module")
+def executions(request, tmp_path_factory):
+    """The selected notebooks' runs, two at a time in their own processes (much of a small run is single-threaded:
+    imports, tokenizer training, tracing), started at the first notebook test; name -> Future of the process."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    selected = [item.callspec.params["source"] for item in request.session.items
+                if item.originalname == "test_notebook_runs_top_to_bottom"]
+    tmp = tmp_path_factory.mktemp("notebooks")
+
+    def run(source):
+        parameters, out = CI_RUNS[source.stem][0], tmp / f"{source.stem}.ipynb"
+        if _reads_shared_data(source) and SHARED_DATA.exists():
+            parameters = {**parameters, "DATA_DIR": str(SHARED_DATA)}
+        done = subprocess.run([sys.executable, __file__, str(source), json.dumps(parameters), str(out)],
+                              capture_output=True, text=True, timeout=900, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        return done, out
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {source.stem: pool.submit(run, source) for source in selected}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_top_to_bottom(source, executions):
+    import nbformat
+
+    if _reads_shared_data(source):
+        shared_data()  # skips (with the reason) where the shared data is absent
+    done, out = executions[source.stem].result()
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    notebook = nbformat.read(out, as_version=4)
     drawn = sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
-    assert drawn == figures
+    assert drawn == CI_RUNS[source.stem][1]
+
+
+if __name__ == "__main__":  # one notebook run, in its own process: SOURCE PARAMETERS_JSON OUT
+    import json
+
+    _execute(pathlib.Path(sys.argv[1]), json.loads(sys.argv[2]), pathlib.Path(sys.argv[3]))

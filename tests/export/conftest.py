@@ -1,15 +1,17 @@
 """Exports one tiny model per task, moves the exports, and runs every request in one fresh process that
-imports only tensorflow + tensorflow_text (`standalone_runner.py`). Tests compare those answers with the
-live models (`references.py`) and check the bad-input answers."""
+imports only tensorflow + tensorflow_text (`standalone_runner.py`, started first: it answers each export's requests
+while the next model is exported). Tests compare those answers with the live models (`references.py`) and check
+the bad-input answers."""
 
 import shutil
 
+import keras
 import numpy as np
 import pytest
 
 import tfm
 from tests.export import builders
-from tests.helpers import run_standalone
+from tests.helpers import StandaloneRunner
 from tfm.export import export_saved_model
 
 L = builders.SEQUENCE_LENGTH
@@ -46,6 +48,9 @@ def _scalars(settings):
 
 def _models():
     """name -> (task, tokenizer, export options)."""
+    # Seeded here: the session fixture is built before the per-test seed is set, so the weights would otherwise
+    # depend on which tests ran first in this process (a CRF tagger's best path can then sit on a near-tie).
+    keras.utils.set_random_seed(0)
     wp, sp, bpe = builders.wordpiece(), builders.sentencepiece(), builders.byte_pair()
     tasks = tfm.tasks
     return {
@@ -134,24 +139,33 @@ class Served:
 @pytest.fixture(scope="session")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
-    models = _models()
-    dirs, signatures = {}, {}
-    for name, (task, tokenizer, options) in models.items():
-        built = export_saved_model(task, tokenizer, root / "build" / name, sequence_length=L, **options)
-        # Move the whole export: nothing may point back at the build location or the tokenizer files.
-        shutil.move(str(built.parent), str(root / "served" / name))
-        dirs[name] = root / "served" / name / built.name
-        metadata = tfm.export.read_metadata(dirs[name])
-        signatures[name] = {s: spec["inputs"] for s, spec in metadata["signatures"].items()}
-    # The int8 and CRF exports share their signatures' code with the plain ones: the bad-input batches run on those.
-    parity = _parity_requests()
-    bad = _bad_requests({name: found for name, found in signatures.items() if not name.endswith(("_int8", "_crf"))})
-    requests = [{"dir": str(dirs[n]), "signature": s, "inputs": i} for n, s, i in parity]
-    requests += [{"dir": str(dirs[n]), "signature": s, "inputs": i} for n, s, i, _ in bad]
-    out = run_standalone(requests, root, timeout=900)
-    results = out["results"]
-    answers = {}
-    for (name, _, _), result in zip(parity, results):
-        answers.setdefault(name, []).append(result)
-    bad_answers = [(n, s, b, feed, result) for (n, s, feed, b), result in zip(bad, results[len(parity):])]
+    runner = StandaloneRunner(root)  # answers each export's requests while the next one is built
+    try:
+        models = _models()
+        parity = _parity_requests()
+        dirs, order = {}, []
+        for name, (task, tokenizer, options) in models.items():
+            built = export_saved_model(task, tokenizer, root / "build" / name, sequence_length=L, **options)
+            # Move the whole export: nothing may point back at the build location or the tokenizer files.
+            shutil.move(str(built.parent), str(root / "served" / name))
+            dirs[name] = root / "served" / name / built.name
+            metadata = tfm.export.read_metadata(dirs[name])
+            signatures = {s: spec["inputs"] for s, spec in metadata["signatures"].items()}
+            # The int8 and CRF exports share their signatures' code with the plain ones: bad batches run on those.
+            bad = [] if name.endswith(("_int8", "_crf")) else _bad_requests({name: signatures})
+            mine = [(n, s, i) for n, s, i in parity if n == name]
+            runner.submit([{"dir": str(dirs[name]), "signature": s, "inputs": i} for _, s, i in mine]
+                          + [{"dir": str(dirs[name]), "signature": s, "inputs": i} for _, s, i, _ in bad])
+            order += [("parity", request) for request in mine] + [("bad", request) for request in bad]
+        out = runner.finish(timeout=900)
+    except BaseException:
+        runner.stop()
+        raise
+    answers, bad_answers = {}, []
+    for (kind, request), result in zip(order, out["results"], strict=True):
+        if kind == "parity":
+            answers.setdefault(request[0], []).append(result)
+        else:
+            name, signature, feed, batch_name = request
+            bad_answers.append((name, signature, batch_name, feed, result))
     return Served(models, dirs, answers, bad_answers, out["forbidden_modules"])

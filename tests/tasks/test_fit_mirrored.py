@@ -3,7 +3,7 @@
 MaskedLM and CausalLM train with `compile()` defaults (AdamW, cross-entropy, accuracy) on real SST-2 text from
 the tfm pipelines; TextEmbedder with `loss="contrastive"`, whose in-batch negatives are gathered across the
 replicas, so its loss too must equal the single-device loss on the global batch. The logical CPUs must be split before TensorFlow initialises its devices, so the fits run in a
-fresh interpreter: this file is also the script (`python test_fit_mirrored.py OUT.npz`).
+fresh interpreter: this file is also the script (`python test_fit_mirrored.py OUT.npz single|mirrored`).
 
 XLA: `Task.compile` passes `jit_compile=True` explicitly. Keras 3.15's fit then XLA-compiles one function
 around `strategy.run` over *all* replicas, and XLA refuses variables on another device: "Trying to access
@@ -78,7 +78,9 @@ def _fit(task, vocabulary_size, data, initial, strategy, **compile_kwargs):
     return np.array(history["loss"]), np.array(accuracy), replicas, model._jit_compile
 
 
-def main(out_path):
+def main(out_path, mode):
+    """Runs the `mode` ("single" or "mirrored") fits of every task into OUT_PATH; the fixture runs both modes in
+    two processes at once (each is mostly single-threaded tracing)."""
     import tensorflow as tf
 
     from tfm.training.strategy import split_logical_cpus
@@ -91,27 +93,30 @@ def main(out_path):
     lines = open(os.path.join(REPO, "..", "shared", "data", "sst2", "train.tsv"), encoding="utf-8").read().splitlines()
     texts = [line.split("\t", 1)[1] for line in lines[1:801]]
     tokenizer = WordPieceTokenizer.train(texts, 400)
-    mirrored = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
-    results = {"replicas": np.array(mirrored.num_replicas_in_sync)}
+    if mode == "mirrored":
+        strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    else:
+        strategy = tf.distribute.get_strategy()
+    results = {"replicas": np.array(strategy.num_replicas_in_sync)}
     for task in TASKS:
         data = _batches(task, tokenizer, texts)
         keras.utils.set_random_seed(0)
         initial = _model(task, tokenizer.vocabulary_size).get_weights()
-        if task == "mlm":  # the defaults under Mirrored (see the module docstring); one task shows it
-            try:
-                _fit(task, tokenizer.vocabulary_size, data, initial, mirrored)
-                results["default_jit_error"] = np.array("")
-            except tf.errors.InvalidArgumentError as error:
-                lines = str(error).splitlines()
-                results["default_jit_error"] = np.array(next((e for e in lines if "Trying to access" in e), lines[0]))
-        for name, strategy, kwargs in (("single", tf.distribute.get_strategy(), {}),
-                                       ("mirrored", mirrored, {})):  # default compile: XLA off under Mirrored
-            losses, accuracy, replicas, jit = _fit(task, tokenizer.vocabulary_size, data, initial, strategy, **kwargs)
-            results[f"{task}_{name}_losses"], results[f"{task}_{name}_accuracy"] = losses, accuracy
-            results[f"{task}_{name}_jit"] = np.array(bool(jit))
-            for r in range(len(replicas[0])):
-                results[f"{task}_{name}_weights_{r}"] = np.concatenate([v[r].ravel() for v in replicas])
-        results[f"{task}_initial"] = np.concatenate([w.ravel() for w in initial])
+        try:  # the default compile under Mirrored: XLA off (see the module docstring)
+            losses, accuracy, replicas, jit = _fit(task, tokenizer.vocabulary_size, data, initial, strategy)
+        except tf.errors.InvalidArgumentError as error:
+            if mode != "mirrored":
+                raise
+            lines = str(error).splitlines()
+            results["default_jit_error"] = np.array(next((e for e in lines if "Trying to access" in e), lines[0]))
+            continue
+        results[f"{task}_{mode}_losses"], results[f"{task}_{mode}_accuracy"] = losses, accuracy
+        results[f"{task}_{mode}_jit"] = np.array(bool(jit))
+        for r in range(len(replicas[0])):
+            results[f"{task}_{mode}_weights_{r}"] = np.concatenate([v[r].ravel() for v in replicas])
+        results[f"{task}_{mode}_initial"] = np.concatenate([w.ravel() for w in initial])
+    if mode == "mirrored":
+        results.setdefault("default_jit_error", np.array(""))
     np.savez(out_path, **results)
 
 
@@ -120,18 +125,32 @@ def fits(tmp_path_factory):
     from tests.data_paths import shared_data
 
     shared_data("sst2", "train.tsv")  # skip when the shared data is absent
-    out = tmp_path_factory.mktemp("fit_mirrored") / "fits.npz"
+    tmp = tmp_path_factory.mktemp("fit_mirrored")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    return np.load(out)
+    procs = {}
+    for mode in ("single", "mirrored"):
+        log = open(tmp / f"{mode}.log", "w+")  # a file, not a pipe: neither process may block on unread output
+        procs[mode] = (subprocess.Popen([sys.executable, os.path.abspath(__file__), str(tmp / f"{mode}.npz"), mode],
+                                        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True), log)
+    results = {}
+    for mode, (proc, log) in procs.items():
+        try:
+            proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        log.seek(0)
+        assert proc.returncode == 0, log.read()[-5000:]
+        found = np.load(tmp / f"{mode}.npz")
+        results.update({k: found[k] for k in found.files if k != "replicas"})
+        results[f"{mode}_replicas"] = found["replicas"]
+    return results
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_mirrored_fit_matches_single_device(fits, task):
-    assert int(fits["replicas"]) == 2
+    assert int(fits["mirrored_replicas"]) == 2 and int(fits["single_replicas"]) == 1
     assert bool(fits[f"{task}_single_jit"]) and not bool(fits[f"{task}_mirrored_jit"])  # see the docstring
     # The two replicas hold identical variables (weights, optimizer-free: model.weights).
     np.testing.assert_array_equal(fits[f"{task}_mirrored_weights_0"], fits[f"{task}_mirrored_weights_1"])
@@ -141,7 +160,8 @@ def test_mirrored_fit_matches_single_device(fits, task):
     np.testing.assert_allclose(mirrored, single, rtol=1e-4)
     np.testing.assert_allclose(fits[f"{task}_mirrored_accuracy"], fits[f"{task}_single_accuracy"], atol=1e-6)
     # Training moved the weights, and both runs moved them the same way.
-    moved = np.abs(fits[f"{task}_single_weights_0"] - fits[f"{task}_initial"]).max()
+    np.testing.assert_array_equal(fits[f"{task}_mirrored_initial"], fits[f"{task}_single_initial"])  # two processes
+    moved = np.abs(fits[f"{task}_single_weights_0"] - fits[f"{task}_single_initial"]).max()
     assert moved > 1e-3
     np.testing.assert_allclose(fits[f"{task}_mirrored_weights_0"], fits[f"{task}_single_weights_0"], atol=1e-5)
 
@@ -154,4 +174,4 @@ def test_default_compile_under_mirrored(fits):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from tfm import _pip as tfm_pip
-from tfm.data import quickstart_corpus
 from tfm.errors import InputError
 from tfm.quickstart import (
     CORPUS_FILES,

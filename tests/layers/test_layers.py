@@ -3,7 +3,6 @@ import math
 import numpy as np
 import tensorflow as tf
 import pytest
-from keras import ops
 
 from tests.helpers import run_layer_test
 from tfm.layers import (

@@ -2,7 +2,6 @@
 allocation runs inside the step and resumes from checkpoints, the `peft:` config section end to end."""
 
 import json
-import os
 
 import keras
 import numpy as np

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from tests.helpers import TINY_BERT, TINY_GPT, run_task_test
 from tfm.models import BertBackbone, GptBackbone

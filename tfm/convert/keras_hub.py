@@ -23,7 +23,6 @@ def from_keras_hub(model):
     """
     import keras_hub
 
-    dtype = getattr(model, "dtype_policy", None)
     if isinstance(model, (keras_hub.models.BertMaskedLM, keras_hub.models.GPT2CausalLM)):
         backbone = from_keras_hub(model.backbone)
         if isinstance(model, keras_hub.models.BertMaskedLM):

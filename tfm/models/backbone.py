@@ -1,6 +1,5 @@
 """What BERT and GPT backbones share: config round trip, presets and KerasHub preset directories."""
 
-import os
 
 import keras
 

@@ -1,7 +1,6 @@
 """BERT: a bidirectional post-LN transformer encoder (Devlin et al., 2019) and its size presets."""
 
 import keras
-from keras import ops
 
 from tfm.layers import PositionEmbedding, TokenEmbedding, TransformerEncoderBlock
 from tfm.layers.dropout import HashDropout

@@ -13,7 +13,6 @@ import json
 import os
 import re
 
-import numpy as np
 
 from tfm.convert.hf_weights import Entry, export_entries, load_entries
 from tfm.errors import InputError

@@ -80,11 +80,13 @@ def run_experiment(cfg, strategy=None, verbose=True):
         if verbose:
             print(f"pretrain stage: masked LM in {stage.output_dir}")
         run_experiment(stage, strategy, verbose)
-        cfg = dataclasses.replace(cfg, pretrain=None, task=dataclasses.replace(cfg.task, init_checkpoint=stage.output_dir))
+        task = dataclasses.replace(cfg.task, init_checkpoint=stage.output_dir)
+        cfg = dataclasses.replace(cfg, pretrain=None, task=task)
     if cfg.trainer.peak_flops is None:
         cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, peak_flops=measure_peak_flops(1024)))
     if cfg.distill is not None:  # the teacher run is where it was when training started, wherever one resumes
-        cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, teacher=os.path.abspath(cfg.distill.teacher)))
+        distill = dataclasses.replace(cfg.distill, teacher=os.path.abspath(cfg.distill.teacher))
+        cfg = dataclasses.replace(cfg, distill=distill)
     recipe = get_recipe(cfg.task.name)
     chief = is_chief(strategy)
     if chief:

@@ -9,7 +9,6 @@ returns gradient *sums*; the replicas all-reduce gradients, loss sums and weight
 by the global weight (an exact token-weighted mean over the global batch), then AdamW applies them.
 """
 
-import contextlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from tfm.training import precision
 from tfm.training.checkpoints import CHECKPOINT_DIR, check_output_dir, checkpoint_readable, first_line
 from tfm.training.optimizer import create_optimizer
 from tfm.training.strategy import create_strategy, is_chief
+from tfm.training.weight_averaging import WeightAveraging
 
 _SUM = tf.distribute.ReduceOp.SUM
 
@@ -51,7 +51,7 @@ def _unpack(batch):
     return batch, None, None
 
 
-class Trainer:
+class Trainer(WeightAveraging):
     """Trains a task under a tf.distribute strategy with checkpoints and TensorBoard summaries.
 
     Args:
@@ -358,7 +358,8 @@ class Trainer:
         """Runs the eval dataset once (or `max_steps` batches); returns the task's metrics dict."""
         if self._eval_dataset_fn is None:
             return {}
-        data = self.strategy.distribute_datasets_from_function(lambda ctx: self._eval_dataset_fn(self.per_replica_batch, ctx))
+        data = self.strategy.distribute_datasets_from_function(
+            lambda ctx: self._eval_dataset_fn(self.per_replica_batch, ctx))
 
         @tf.function
         def step(batch):
@@ -403,7 +404,9 @@ class Trainer:
 
     def _train_loop(self):
         c = self.config
-        progress = keras.utils.Progbar(c.steps, stateful_metrics=["loss", "tokens_per_second"]) if self.verbose else None
+        progress = None
+        if self.verbose:
+            progress = keras.utils.Progbar(c.steps, stateful_metrics=["loss", "tokens_per_second"])
         window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0.0, time.perf_counter()
         metrics, bad_in_a_row = {}, 0
         while int(self.step.numpy()) < c.steps:
@@ -443,38 +446,6 @@ class Trainer:
             if step % c.checkpoint_every == 0 or step == c.steps:
                 self.save_checkpoint()
         return metrics
-
-    def _ema_optimizer(self):
-        """The optimizer holding weight averages (`trainer.ema_momentum`) not yet written into the model, or None."""
-        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        if not optimizer.use_ema or int(self.step.numpy()) >= self.config.steps:
-            return None  # no averaging, or the finished run's weights already are the averages
-        return optimizer
-
-    def _finalize_weights(self):
-        """Writes the moving averages into the model's weights for good, as Keras' `fit` does at its end."""
-        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        if optimizer.use_ema:
-            with self.strategy.scope():
-                optimizer.finalize_variable_values(self.model.trainable_variables)
-
-    @contextlib.contextmanager
-    def _averaged_weights(self):
-        """Inside the block the model holds the moving averages; after it, the raw weights training goes on from."""
-        optimizer = self._ema_optimizer()
-        if optimizer is None:
-            yield
-            return
-        variables = self.model.trainable_variables
-        raw = [v.numpy() for v in variables]
-        with self.strategy.scope():
-            optimizer.finalize_variable_values(variables)
-        try:
-            yield
-        finally:
-            with self.strategy.scope():
-                for variable, value in zip(variables, raw):
-                    variable.assign(value)
 
     def _check_bad_step(self, step, loss, grad_norm, bad_in_a_row):
         """Counts a skipped step, or raises `NonFiniteLossError` (unskipped, the bad update is in memory only)."""

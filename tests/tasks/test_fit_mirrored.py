@@ -2,8 +2,9 @@
 
 MaskedLM and CausalLM train with `compile()` defaults (AdamW, cross-entropy, accuracy) on real SST-2 text from
 the tfm pipelines; TextEmbedder with `loss="contrastive"`, whose in-batch negatives are gathered across the
-replicas, so its loss too must equal the single-device loss on the global batch. The logical CPUs must be split before TensorFlow initialises its devices, so the fits run in a
-fresh interpreter: this file is also the script (`python test_fit_mirrored.py OUT.npz single|mirrored`).
+replicas, so its loss too must equal the single-device loss on the global batch. The logical CPUs must be split
+before TensorFlow initialises its devices, so the fits run in fresh interpreters, the single-device and the Mirrored
+ones at once: this file is also the script (`python test_fit_mirrored.py OUT.npz single|mirrored`).
 
 XLA: `Task.compile` passes `jit_compile=True` explicitly. Keras 3.15's fit then XLA-compiles one function
 around `strategy.run` over *all* replicas, and XLA refuses variables on another device: "Trying to access

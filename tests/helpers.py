@@ -330,23 +330,46 @@ def randomize_weights(model, seed=0):
         w.assign(rng.normal(0.0, 0.2, size=w.shape).astype(w.dtype))
 
 
+def start_process(args, log_path, **kwargs):
+    """`subprocess.Popen(args)` with its output in the file `log_path`, not a pipe: a process nobody is reading
+    yet (one started ahead, beside another) must not block on a full pipe."""
+    import subprocess
+
+    log = open(log_path, "w+")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **kwargs)
+    process.log = log
+    return process
+
+
+def wait_process(process, timeout):
+    """Waits for a `start_process` process (killed at `timeout`) and asserts it succeeded, with its output's tail."""
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    process.log.seek(0)
+    output = process.log.read()
+    process.log.close()
+    assert process.returncode == 0, output[-4000:]
+
+
 class StandaloneRunner:
     """tests/export/standalone_runner.py in a fresh process that imports only tensorflow + tensorflow_text,
     started at once so its start-up and its answers overlap the caller's exports; `submit` queues requests
     (`[{"dir", "signature", "inputs"}]`), `finish` returns `{"results", "forbidden_modules"}` for all of them."""
 
     def __init__(self, workdir):
-        import subprocess
         import sys
         from pathlib import Path
 
         self.queue = Path(workdir) / "standalone_queue"
         self.queue.mkdir(parents=True)
         self.batches = 0
-        self.log = open(self.queue / "runner.log", "w+")
         runner = Path(__file__).parent / "export" / "standalone_runner.py"
-        self.process = subprocess.Popen([sys.executable, str(runner), str(self.queue)], stdout=self.log,
-                                        stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        self.process = start_process([sys.executable, str(runner), str(self.queue)], self.queue / "runner.log",
+                                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
     def submit(self, requests):
         import pickle
@@ -367,12 +390,7 @@ class StandaloneRunner:
         import pickle
 
         self.submit(None)
-        try:
-            self.process.wait(timeout=timeout)
-        finally:
-            self.stop()
-        self.log.seek(0)
-        assert self.process.returncode == 0, self.log.read()[-3000:]
+        wait_process(self.process, timeout)
         with open(self.queue / "results.pkl", "rb") as f:
             return pickle.load(f)
 

@@ -16,7 +16,6 @@ records the failure and passes once `Task.compile` stops forcing XLA under a mul
 """
 
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -124,24 +123,16 @@ def main(out_path, mode):
 @pytest.fixture(scope="module")
 def fits(tmp_path_factory):
     from tests.data_paths import shared_data
+    from tests.helpers import start_process, wait_process
 
     shared_data("sst2", "train.tsv")  # skip when the shared data is absent
     tmp = tmp_path_factory.mktemp("fit_mirrored")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
-    procs = {}
-    for mode in ("single", "mirrored"):
-        log = open(tmp / f"{mode}.log", "w+")  # a file, not a pipe: neither process may block on unread output
-        procs[mode] = (subprocess.Popen([sys.executable, os.path.abspath(__file__), str(tmp / f"{mode}.npz"), mode],
-                                        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True), log)
+    procs = {mode: start_process([sys.executable, os.path.abspath(__file__), str(tmp / f"{mode}.npz"), mode],
+                                 tmp / f"{mode}.log", cwd=REPO, env=env) for mode in ("single", "mirrored")}
     results = {}
-    for mode, (proc, log) in procs.items():
-        try:
-            proc.wait(timeout=600)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        log.seek(0)
-        assert proc.returncode == 0, log.read()[-5000:]
+    for mode, proc in procs.items():
+        wait_process(proc, timeout=600)
         found = np.load(tmp / f"{mode}.npz")
         results.update({k: found[k] for k in found.files if k != "replicas"})
         results[f"{mode}_replicas"] = found["replicas"]

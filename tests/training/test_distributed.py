@@ -6,35 +6,24 @@ must hold identical weights, and losses must equal a single-device run with the 
 import json
 import os
 import socket
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from tests.helpers import start_process, wait_process
 from tests.training.toy_training import TASKS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run_toy(mode, out, workdir, env=None):
-    # Output goes to a file, not a pipe: a run nobody is reading yet must not block on a full pipe.
-    log = open(f"{out}.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.training.toy_training", mode, str(out), str(workdir)],
-        cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
-        stdout=log, stderr=subprocess.STDOUT, text=True,
-    )
-    proc.log = log
-    return proc
+    return start_process([sys.executable, "-m", "tests.training.toy_training", mode, str(out), str(workdir)],
+                         f"{out}.log", cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
 
 
 def _wait(proc, timeout=400):
-    proc.wait(timeout=timeout)
-    proc.log.seek(0)
-    output = proc.log.read()
-    proc.log.close()
-    assert proc.returncode == 0, output[-4000:]
+    wait_process(proc, timeout)
 
 
 def _free_port():

@@ -343,16 +343,62 @@ def start_process(args, log_path, **kwargs):
 
 def wait_process(process, timeout):
     """Waits for a `start_process` process (killed at `timeout`) and asserts it succeeded, with its output's tail."""
+    wait_processes([process], timeout)
+
+
+def wait_processes(processes, timeout):
+    """Waits for `start_process` processes that work together (one deadline; all killed at it, since one that hangs
+    usually waits on another) and asserts each succeeded, with every one's output tail in the message."""
+    import subprocess
+    import time
+
+    deadline = time.monotonic() + timeout
+    timed_out = False
     try:
-        process.wait(timeout=timeout)
+        for process in processes:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+    except subprocess.TimeoutExpired:
+        timed_out = True
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    process.log.seek(0)
-    output = process.log.read()
-    process.log.close()
-    assert process.returncode == 0, output[-4000:]
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    reports = []
+    for process in processes:
+        process.log.seek(0)
+        output = process.log.read()
+        process.log.close()
+        reports.append(f"{process.args} exited {process.returncode}; its output ends:\n{output[-3000:]}")
+    failed = timed_out or any(process.returncode != 0 for process in processes)
+    assert not failed, (f"killed after {timeout} s\n" if timed_out else "") + "\n\n".join(reports)
+
+
+def free_ports(count):
+    """`count` distinct free localhost ports below the kernel's ephemeral range. A port from that range (what
+    binding port 0 returns) can be taken by any outgoing connection before the server that should listen on it
+    starts, including a gRPC client's own retries to it, which can then connect to themselves."""
+    import random
+    import socket
+
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    rng = random.Random()
+    ports = []
+    while len(ports) < count:
+        port = rng.randrange(10000, ephemeral_low)
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("localhost", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
 
 
 class StandaloneRunner:

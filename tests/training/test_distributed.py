@@ -5,13 +5,12 @@ must hold identical weights, and losses must equal a single-device run with the 
 
 import json
 import os
-import socket
 import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import start_process, wait_process
+from tests.helpers import free_ports, start_process, wait_process, wait_processes
 from tests.training.toy_training import TASKS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,12 +23,6 @@ def _run_toy(mode, out, workdir, env=None):
 
 def _wait(proc, timeout=400):
     wait_process(proc, timeout)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +61,21 @@ def test_mirrored_strategy_matches_single_device(single, started):
         assert single[f"{task}_losses"][-1] < single[f"{task}_losses"][0]  # it learns
 
 
-@pytest.mark.slow
-def test_multi_worker_mirrored_strategy_matches_single_device(single, tmp_path):
-    ports = [_free_port(), _free_port()]
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+def _run_workers(tmp_path, name, workdirs, env=None, timeout=400):
+    """Two local workers of one MultiWorkerMirrored cluster (fresh ports), waited on together; their npz results."""
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
     procs = [
-        _run_toy("multi_worker", tmp_path / f"w{i}.npz", tmp_path / f"w{i}",
-                 {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+        _run_toy("multi_worker", tmp_path / f"{name}{i}.npz", workdirs[i],
+                 {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}), **(env or {})})
         for i in range(2)
     ]
-    for proc in procs:
-        _wait(proc)
-    workers = [np.load(tmp_path / f"w{i}.npz") for i in range(2)]
+    wait_processes(procs, timeout)
+    return [np.load(tmp_path / f"{name}{i}.npz") for i in range(2)]
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_strategy_matches_single_device(single, tmp_path):
+    workers = _run_workers(tmp_path, "w", [tmp_path / "w0", tmp_path / "w1"])
     for task in TASKS:
         np.testing.assert_array_equal(workers[0][f"{task}_weights_0"], workers[1][f"{task}_weights_0"])
         np.testing.assert_allclose(workers[0][f"{task}_losses"], single[f"{task}_losses"], rtol=1e-5)
@@ -94,24 +90,12 @@ def test_multi_worker_run_killed_after_a_checkpoint_resumes_on_every_worker(sing
     # Both workers share one run dir, as on a shared file system. The first launch stops (and saves) after step 2
     # of 4; the second resumes every worker from the chief's checkpoint. (Workers once restored from their own
     # copies, which are deleted after each save: the second worker restarted at step 0 and the collectives hung.)
-    ports = [_free_port(), _free_port()]
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
-
     def launch(stop_at, name):
-        procs = [
-            _run_toy("multi_worker", tmp_path / f"{name}{i}.npz", tmp_path / "shared",
-                     {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-                      "TOY_STOP_AT": str(stop_at), "TOY_TASKS": "mlm"})
-            for i in range(2)
-        ]
-        for proc in procs:
-            _wait(proc, timeout=300)
-        return [np.load(tmp_path / f"{name}{i}.npz") for i in range(2)]
+        return _run_workers(tmp_path, name, [tmp_path / "shared"] * 2,
+                            {"TOY_STOP_AT": str(stop_at), "TOY_TASKS": "mlm"}, timeout=300)
 
     first = launch(2, "first")
     assert len(first[0]["mlm_losses"]) == 2
-    ports[:] = [_free_port(), _free_port()]
-    cluster["worker"] = [f"localhost:{p}" for p in ports]
     resumed = launch(4, "resumed")
     for worker in resumed:
         assert len(worker["mlm_losses"]) == 2  # steps 3 and 4 only: both workers resumed at step 2

@@ -61,12 +61,12 @@ def test_mirrored_strategy_matches_single_device(single, started):
         assert single[f"{task}_losses"][-1] < single[f"{task}_losses"][0]  # it learns
 
 
-def _run_workers(tmp_path, name, workdirs, env=None, timeout=400):
+def _run_workers(tmp_path, name, workdirs, envs=({}, {}), timeout=400):
     """Two local workers of one MultiWorkerMirrored cluster (fresh ports), waited on together; their npz results."""
     cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
     procs = [
         _run_toy("multi_worker", tmp_path / f"{name}{i}.npz", workdirs[i],
-                 {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}), **(env or {})})
+                 {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}), **envs[i]})
         for i in range(2)
     ]
     wait_processes(procs, timeout)
@@ -75,8 +75,11 @@ def _run_workers(tmp_path, name, workdirs, env=None, timeout=400):
 
 @pytest.mark.slow
 def test_multi_worker_mirrored_strategy_matches_single_device(single, tmp_path):
-    workers = _run_workers(tmp_path, "w", [tmp_path / "w0", tmp_path / "w1"])
+    # trainer.mixed_precision is `auto`, and worker 1 is told its CPU has fast bf16 units (worker 0 keeps the
+    # suite's TFM_BF16_UNITS=0): each resolves `auto` on its own CPU, and they must agree on float32.
+    workers = _run_workers(tmp_path, "w", [tmp_path / "w0", tmp_path / "w1"], ({}, {"TFM_BF16_UNITS": "1"}))
     for task in TASKS:
+        assert [str(w[f"{task}_policy"]) for w in workers] == ["float32", "float32"]
         np.testing.assert_array_equal(workers[0][f"{task}_weights_0"], workers[1][f"{task}_weights_0"])
         np.testing.assert_allclose(workers[0][f"{task}_losses"], single[f"{task}_losses"], rtol=1e-5)
         np.testing.assert_allclose(workers[0][f"{task}_weights_0"], single[f"{task}_weights_0"], atol=1e-5)
@@ -91,8 +94,8 @@ def test_multi_worker_run_killed_after_a_checkpoint_resumes_on_every_worker(sing
     # of 4; the second resumes every worker from the chief's checkpoint. (Workers once restored from their own
     # copies, which are deleted after each save: the second worker restarted at step 0 and the collectives hung.)
     def launch(stop_at, name):
-        return _run_workers(tmp_path, name, [tmp_path / "shared"] * 2,
-                            {"TOY_STOP_AT": str(stop_at), "TOY_TASKS": "mlm"}, timeout=300)
+        env = {"TOY_STOP_AT": str(stop_at), "TOY_TASKS": "mlm"}
+        return _run_workers(tmp_path, name, [tmp_path / "shared"] * 2, (env, env), timeout=300)
 
     first = launch(2, "first")
     assert len(first[0]["mlm_losses"]) == 2

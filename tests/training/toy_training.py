@@ -3,7 +3,7 @@ replicas), for the distributed tests.
 
 Run as a script: `python -m tests.training.toy_training MODE OUT.npz`, MODE in
 `single` (default strategy), `mirrored` (2 logical CPUs), `multi_worker` (TF_CONFIG set by the caller).
-Writes each task's final loss and weights to OUT.npz (per replica for mirrored). `TOY_STOP_AT=N` stops after
+Writes each task's losses, weights (per replica for mirrored) and resolved precision policy to OUT.npz. `TOY_STOP_AT=N` stops after
 step N (of the same 4-step schedule) and saves, so a second run resumes; `TOY_TASKS=mlm` trains one task.
 """
 
@@ -91,7 +91,7 @@ def train(task, strategy, output_dir, grad_accum_steps=1, jit_compile=True):
         [np.asarray(r) for r in strategy.experimental_local_results(v.value)]
         for v in trainer.model.trainable_variables
     ]
-    return np.array(losses), replicas
+    return np.array(losses), replicas, trainer.mixed_precision
 
 
 def main(mode, out_path, output_dir):
@@ -102,8 +102,9 @@ def main(mode, out_path, output_dir):
     strategy = create_strategy({"single": "default"}.get(mode, mode))
     results = {}
     for task in os.environ.get("TOY_TASKS", ",".join(TASKS)).split(","):
-        losses, replicas = train(task, strategy, f"{output_dir}/{task}")
+        losses, replicas, policy = train(task, strategy, f"{output_dir}/{task}")
         results[f"{task}_losses"] = losses
+        results[f"{task}_policy"] = np.array(policy)
         results[f"{task}_replicas"] = np.array(len(replicas[0]))
         for r in range(len(replicas[0])):
             results[f"{task}_weights_{r}"] = np.concatenate([v[r].ravel() for v in replicas])

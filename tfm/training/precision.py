@@ -6,6 +6,8 @@ backend does not use those units, so a bf16 step there runs without XLA. The fla
 2-core Intel Xeon with AVX512-BF16 but no AMX measured bf16 matmuls at 0.64x float32, so `auto` also measures.
 Everywhere else (older CPUs, GPUs, TPUs) `auto` keeps the float32 XLA step.
 
+Workers of a multi-worker run each resolve on their own machine and then agree: bf16 only if every one would.
+
 `TFM_BF16_UNITS=0` (or `1`) overrides the detection: the test suite sets 0 so that every CPU runs the same
 float32 numerics.
 """
@@ -60,6 +62,26 @@ def _accelerated(strategy):
     return bool(tf.config.list_logical_devices("GPU"))
 
 
+def _workers(strategy):
+    """How many worker processes train together (1 unless multi-worker)."""
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1
+    return strategy.num_replicas_in_sync // len(strategy.extended.worker_devices)
+
+
+def _every_worker(strategy, use):
+    """Whether every worker's own `auto` choice is bf16. Each resolves on its own CPU (flags and a timed matmul
+    that can land either side of `MIN_SPEEDUP`); workers of one model must share a policy, so bf16 only where all
+    would take it. A collective: every worker calls it at the same point."""
+    import tensorflow as tf
+
+    votes = strategy.run(lambda: tf.constant(1.0 if use else 0.0))
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)
+    return int(round(float(total))) == strategy.num_replicas_in_sync
+
+
 MIN_SPEEDUP = 1.25  # bf16 only pays where its matmul is clearly faster than float32's
 
 
@@ -89,11 +111,17 @@ def resolve(mixed_precision, jit_compile, strategy=None, cpuinfo=None, speedup=N
         if units and not forced and speedup is None:
             speedup = bf16_speedup()
         use = bool(units) and (forced or speedup >= MIN_SPEEDUP)
-        mixed_precision = "mixed_bfloat16" if use else "float32"
         if not units:
             why = "an accelerator" if accelerated else "no CPU bf16 matrix units"
         else:
             why = f"CPU bf16 units: {', '.join(units)}" + ("" if forced else f"; bf16 matmul {speedup:.2f}x float32")
+        workers = _workers(strategy)
+        if workers > 1:
+            agreed = _every_worker(strategy, use)
+            if use and not agreed:
+                why += f"; bf16 not on every one of the {workers} workers"
+            use = agreed
+        mixed_precision = "mixed_bfloat16" if use else "float32"
         reason = f"trainer.mixed_precision=auto: {mixed_precision} ({why})"
     if jit_compile == "auto":
         # XLA everywhere but bf16 on a CPU, where oneDNN's bf16 matmuls beat XLA's.

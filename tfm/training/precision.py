@@ -79,7 +79,7 @@ def _every_worker(strategy, use):
 
     votes = strategy.run(lambda: tf.constant(1.0 if use else 0.0))
     total = strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)
-    return int(round(float(total))) == strategy.num_replicas_in_sync
+    return round(float(total)) == strategy.num_replicas_in_sync
 
 
 MIN_SPEEDUP = 1.25  # bf16 only pays where its matmul is clearly faster than float32's

@@ -375,7 +375,7 @@ def wait_processes(processes, timeout):
 
 
 def free_ports(count):
-    """`count` distinct free localhost ports below the kernel's ephemeral range. A port from that range (what
+    """`count` distinct free localhost ports outside the kernel's ephemeral range. A port from that range (what
     binding port 0 returns) can be taken by any outgoing connection before the server that should listen on it
     starts, including a gRPC client's own retries to it, which can then connect to themselves."""
     import random
@@ -383,21 +383,23 @@ def free_ports(count):
 
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            ephemeral_low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
+            low, high = (int(v) for v in f.read().split()[:2])
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    # Below the range where it leaves room (the usual Linux 32768-60999), else above it.
+    start, stop = (10000, low) if low - 10000 >= 1000 else (high + 1, 65536)
     rng = random.Random()
     ports = []
     while len(ports) < count:
-        port = rng.randrange(10000, ephemeral_low)
-        if port in ports:
-            continue
+        port = rng.randrange(start, stop) if stop - start >= 1000 else 0  # no room: any port the kernel gives
         with socket.socket() as s:
             try:
                 s.bind(("localhost", port))
             except OSError:
                 continue
-        ports.append(port)
+            port = s.getsockname()[1]
+        if port not in ports:
+            ports.append(port)
     return ports
 
 

@@ -120,8 +120,8 @@ def _accumulate(out_path, workdir):
     keras.utils.set_random_seed(0)
     initial = np.concatenate([v.numpy().ravel() for v in model_fn("mlm").trainable_variables])
     mirrored = create_strategy("mirrored")
-    accumulated, replicas = train("mlm", mirrored, f"{workdir}/accumulated", grad_accum_steps=2)
-    single, single_replicas = train("mlm", create_strategy("default"), f"{workdir}/single")
+    accumulated, replicas, _ = train("mlm", mirrored, f"{workdir}/accumulated", grad_accum_steps=2)
+    single, single_replicas, _ = train("mlm", create_strategy("default"), f"{workdir}/single")
     flat = lambda rs, r: np.concatenate([v[r].ravel() for v in rs])  # noqa: E731
     np.testing.assert_array_equal(flat(replicas, 0), flat(replicas, 1))  # replicas in sync
     np.savez(out_path, replicas=mirrored.num_replicas_in_sync, accumulated_losses=accumulated, single_losses=single,

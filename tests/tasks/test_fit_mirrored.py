@@ -123,16 +123,16 @@ def main(out_path, mode):
 @pytest.fixture(scope="module")
 def fits(tmp_path_factory):
     from tests.data_paths import shared_data
-    from tests.helpers import start_process, wait_process
+    from tests.helpers import start_process, wait_processes
 
     shared_data("sst2", "train.tsv")  # skip when the shared data is absent
     tmp = tmp_path_factory.mktemp("fit_mirrored")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
     procs = {mode: start_process([sys.executable, os.path.abspath(__file__), str(tmp / f"{mode}.npz"), mode],
                                  tmp / f"{mode}.log", cwd=REPO, env=env) for mode in ("single", "mirrored")}
+    wait_processes(list(procs.values()), timeout=600)
     results = {}
-    for mode, proc in procs.items():
-        wait_process(proc, timeout=600)
+    for mode in procs:
         found = np.load(tmp / f"{mode}.npz")
         results.update({k: found[k] for k in found.files if k != "replicas"})
         results[f"{mode}_replicas"] = found["replicas"]

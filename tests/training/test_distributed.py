@@ -21,10 +21,6 @@ def _run_toy(mode, out, workdir, env=None):
                          f"{out}.log", cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
 
 
-def _wait(proc, timeout=400):
-    wait_process(proc, timeout)
-
-
 @pytest.fixture(scope="module")
 def started(tmp_path_factory):
     """The single-device and Mirrored runs, started together: both are mostly single-threaded tracing, so on two
@@ -41,7 +37,7 @@ def started(tmp_path_factory):
 def _result(started, mode):
     tmp, procs = started
     if procs[mode].returncode is None:
-        _wait(procs[mode])
+        wait_process(procs[mode], 400)
     return np.load(tmp / f"{mode}.npz")
 
 

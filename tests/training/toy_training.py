@@ -3,8 +3,9 @@ replicas), for the distributed tests.
 
 Run as a script: `python -m tests.training.toy_training MODE OUT.npz`, MODE in
 `single` (default strategy), `mirrored` (2 logical CPUs), `multi_worker` (TF_CONFIG set by the caller).
-Writes each task's losses, weights (per replica for mirrored) and resolved precision policy to OUT.npz. `TOY_STOP_AT=N` stops after
-step N (of the same 4-step schedule) and saves, so a second run resumes; `TOY_TASKS=mlm` trains one task.
+Writes each task's losses, weights (per replica for mirrored) and resolved precision policy to OUT.npz.
+`TOY_STOP_AT=N` stops after step N (of the same 4-step schedule) and saves, so a second run resumes;
+`TOY_TASKS=mlm` trains one task.
 """
 
 import os

@@ -130,6 +130,43 @@ def test_init_checkpoint_takes_the_pretrained_backbone_and_tokenizer(tmp_path):
         prepare_tokenizer(cfg3)
 
 
+def test_init_checkpoint_from_a_run_of_the_same_task_carries_its_head_over(tmp_path, capsys):
+    # configs/zh_ner_pretrained.yaml starts from a tagger trained on silver labels: its BiLSTM, dense layer and CRF
+    # come along when the labels and the head's shapes are the same, else only the backbone does.
+    train, dev = _zh_ner_slice(tmp_path, 60, 10)
+    task = {"name": "token_classifier", "lstm_units": 8, "crf": True}
+    data = {"format": "conll", "tokenizer": {"vocabulary_size": 1000}}
+    first = _config(tmp_path / "silver", task, [train], [dev], data=data,
+                    trainer={"steps": 3, "eval_every": 3, "checkpoint_every": 3, "jit_compile": False})
+    run_experiment(first, verbose=False)
+    source = load_run(first.output_dir)
+    assert source.label_names == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    cfg = _config(tmp_path / "gold", {**task, "init_checkpoint": first.output_dir}, [train], [dev], data=data,
+                  model={"dropout": 0.2})
+    tokenizer = prepare_tokenizer(cfg)
+    capsys.readouterr()
+    model = build_task(cfg, tokenizer, source.label_names)
+    head = source.task.count_params() - source.task.backbone.count_params()
+    assert f"backbone and token_classifier head ({head:,} weights) carried over" in capsys.readouterr().out
+    assert head > 2 * 4 * 8 * (32 + 8) and model.backbone.dropout == 0.2  # the BiLSTM alone has 2,624
+    assert len(model.weights) == len(source.task.weights) == 19 + 6 + 2 + 3  # backbone, BiLSTM, dense, CRF
+    for ours, theirs in zip(model.weights, source.task.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    for ours, theirs in zip(model.crf_scores(), source.task.crf_scores()):  # the learned transitions included
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    # Other labels, or another head layout: the backbone only, and a line says why.
+    other = build_task(cfg, tokenizer, source.label_names[:5])
+    assert "backbone only (its labels ['O', 'B-LOC'" in capsys.readouterr().out
+    assert np.asarray(other.crf_scores()[0]).shape == (5, 5)
+    wider = _config(tmp_path / "wider", {**task, "lstm_units": 16, "init_checkpoint": first.output_dir}, [train],
+                    [dev], data=data)
+    model = build_task(wider, tokenizer, source.label_names)
+    assert "backbone only (its head has other shapes)" in capsys.readouterr().out
+    for ours, theirs in zip(model.backbone.weights, source.task.backbone.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert not np.array_equal(np.asarray(model.crf_scores()[0]), np.asarray(source.task.crf_scores()[0]))
+
+
 def test_init_checkpoint_from_a_keras_hub_preset_dir(tmp_path):
     import keras_hub
 

@@ -122,9 +122,9 @@ def prepare_data(data):
     """Writes the files a `data.prepare` key asks for when they are missing (called by `run_experiment`).
 
     Args:
-        data: DataConfig; `prepare: quickstart_corpus` (or `zh_corpus`, `tfm.data.zh_corpus`) fetches the corpus
-            into its `train` file's directory (the config checks that `train`/`eval` are that directory's
-            `train.txt`/`eval.txt`).
+        data: DataConfig; `prepare: quickstart_corpus` (or `zh_corpus`, `tfm.data.zh_corpus`; `zh_silver_ner`,
+            `tfm.data.zh_silver_ner`) fetches the corpus into its `train` file's directory (the config checks that
+            `train`/`eval` are that directory's `train.txt`/`eval.txt`; `eval` is free for zh_silver_ner).
     """
     if data.prepare == "quickstart_corpus":
         fetch_corpus(Path(data.train[0]).parent)
@@ -132,3 +132,7 @@ def prepare_data(data):
         from tfm.data import zh_corpus
 
         zh_corpus.fetch_corpus(Path(data.train[0]).parent, data.prepare_include, data.prepare_exclude)
+    elif data.prepare == "zh_silver_ner":
+        from tfm.data import zh_silver_ner
+
+        zh_silver_ner.fetch_silver_ner(Path(data.train[0]).parent, data.prepare_exclude)

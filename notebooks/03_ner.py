@@ -314,7 +314,7 @@ if DATA_DIR:
 # A tagger that starts from random weights learns from these 4,600 sentences alone; tfm's recipes do
 # better by pretraining the encoder first: masked-LM on the task's own text (`configs/zh_ner.yaml`, dev F1 69.99)
 # or on People's Daily 1998, then a first pass over People's Daily's own name tags as silver labels
-# (`configs/zh_ner_silver.yaml`, then `configs/zh_ner_pretrained.yaml`, 79.81; see the README's Chinese section).
+# (`configs/zh_ner_silver.yaml`, then `configs/zh_ner_pretrained.yaml`, 80.65; see the README's Chinese section).
 #
 # ## Checks
 # Each type's F1 is the harmonic mean of its precision and recall, and the micro averages pool the types. With

@@ -160,6 +160,19 @@ def excluded_by(evaluation_texts):
     return excluded
 
 
+def admit(key, text, seen, excluded, counts):
+    """Whether a corpus item (compared as `key`, checked as `text`) is new and clear of the evaluation sets; a
+    refusal is counted under "duplicate" or "evaluation_overlap", an admitted key remembered in `seen`."""
+    if key in seen:
+        counts["duplicate"] += 1
+        return False
+    if excluded(text):
+        counts["evaluation_overlap"] += 1
+        return False
+    seen.add(key)
+    return True
+
+
 def build_corpus(sdist_path, include=(), exclude=()):
     """`(lines, counts)`: segmented lines (words joined by spaces) and what was kept and dropped.
 
@@ -176,14 +189,7 @@ def build_corpus(sdist_path, include=(), exclude=()):
     counts = {"evaluation_overlap": 0, "duplicate": 0}
     for line, source in sources:
         key = normalize(line)
-        if not key:
-            continue
-        if key in seen:
-            counts["duplicate"] += 1
-        elif excluded(line):
-            counts["evaluation_overlap"] += 1
-        else:
-            seen.add(key)
+        if key and admit(key, line, seen, excluded, counts):
             lines.append(line)
             counts[source] = counts.get(source, 0) + 1
     counts["lines"], counts["characters"] = len(lines), sum(len(normalize(line)) for line in lines)

@@ -38,11 +38,12 @@ def char_tags(tokens):
     """
     out, previous = [], None
     for word, pos, compound in tokens:
-        name = ENTITY_POS.get(compound[0]) if compound else None
-        entity = name or ENTITY_POS.get(pos)
-        key = (name, compound) if name else ("PER", None) if entity == "PER" else None
-        begins = entity is not None and not (key is not None and key == previous)
-        for i, char in enumerate("".join(word.split()).translate(HALF_WIDTH)):
+        if compound and compound[0] in ENTITY_POS:  # a bracketed name: one entity over all its tokens
+            entity, key = ENTITY_POS[compound[0]], compound
+        else:  # a tagged word; consecutive `nr` words (surname, given name) continue one person
+            entity, key = ENTITY_POS.get(pos), ("nr" if pos == "nr" else None)
+        begins = entity is not None and (key is None or key != previous)
+        for i, char in enumerate(word.translate(HALF_WIDTH)):
             tag = "O" if entity is None else f"{'B' if begins and i == 0 else 'I'}-{entity}"
             out.append((char, tag))
         previous = key
@@ -61,14 +62,7 @@ def build_silver_ner(sdist_path, exclude=()):
             sentence = char_tags(tokens[start:start + len(chunk)])
             start += len(chunk)
             text = "".join(char for char, _ in sentence)
-            if not text:
-                continue
-            if text in seen:
-                counts["duplicate"] += 1
-            elif excluded(text):
-                counts["evaluation_overlap"] += 1
-            else:
-                seen.add(text)
+            if text and zh_corpus.admit(text, text, seen, excluded, counts):
                 sentences.append(sentence)
     counts["sentences"] = len(sentences)
     counts["characters"] = sum(len(sentence) for sentence in sentences)

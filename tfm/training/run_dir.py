@@ -133,8 +133,11 @@ def _continue_head(cfg, run, task, label_names):
     """Starting from a run of the same task with the same labels and head layout (e.g. a tagger trained on silver
     labels first), its head is carried over too, as Hugging Face's `from_pretrained` keeps a fine-tuned head whose
     shapes fit; otherwise only the backbone is, and a line says why."""
-    source = [w for w in run.task.weights if not any(w is b for b in run.task.backbone.weights)]
-    target = [w for w in task.weights if not any(w is b for b in task.backbone.weights)]
+    def head(model):
+        backbone = {id(w) for w in model.backbone.weights}
+        return [w for w in model.weights if id(w) not in backbone]
+
+    source, target = head(run.task), head(task)
     reason = None
     if run.config.task.name != cfg.task.name:
         reason = f"it trained {run.config.task.name}, not {cfg.task.name}"
@@ -148,8 +151,7 @@ def _continue_head(cfg, run, task, label_names):
     for from_weight, to_weight in zip(source, target):
         to_weight.assign(from_weight)
     print(f"task.init_checkpoint={cfg.task.init_checkpoint}: backbone and {cfg.task.name} head "
-          f"({sum(math.prod(w.shape) for w in target):,} weights) "
-          f"carried over", flush=True)
+          f"({sum(math.prod(w.shape) for w in target):,} weights) carried over", flush=True)
 
 
 def _student_from_teacher(cfg):

@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from tests.training.toy_training import model_fn, toy_dataset
-from tfm.training.config import TrainerConfig
-from tfm.training.optimizer import NO_WEIGHT_DECAY, PreReducedAdamW
+from tfm.training.config import ConfigError, TrainerConfig
+from tfm.training.optimizer import NO_WEIGHT_DECAY, AdamW, PreReducedAdamW, create_optimizer
 from tfm.training.trainer import Trainer
 
 
@@ -62,3 +62,54 @@ def test_fused_update_and_weight_decay_equal_keras_adamw(jit_compile):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=2e-6)
     decayed = keras_states[0] - run(lambda **kw: keras.optimizers.Adam(**{**kw, "weight_decay": None}))[0]
     assert np.abs(decayed).max() > 1e-4  # the decay is really in both (and far above the tolerance)
+
+
+@pytest.mark.parametrize("cls", [AdamW, PreReducedAdamW])
+def test_layer_decay_trains_each_variable_as_keras_adamw_at_its_layers_rate(cls):
+    # Two transformer layers: layer 1 (the top) at decay**1, layer 0 at decay**2, the embeddings at decay**3, the
+    # head at the full rate. Keras' AdamW run on each variable alone, at that rate, is the reference, weight decay
+    # (lr * weight_decay, so scaled with it) included.
+    decay = 0.5
+    layout = [("token_embedding", "embeddings", (50, 8), decay ** 3),
+              ("transformer_layer_0", "kernel", (8, 8), decay ** 2), ("transformer_layer_1", "kernel", (8, 8), decay),
+              ("transformer_layer_1", "bias", (8,), decay), ("logits", "kernel", (8, 2), 1.0)]
+    rng = np.random.default_rng(0)
+    initial = [rng.normal(size=shape).astype("float32") for _, _, shape, _ in layout]
+    steps = [[rng.normal(size=shape).astype("float32") for _, _, shape, _ in layout] for _ in range(4)]
+
+    def variables():
+        made = []
+        for (scope, name, _, _), value in zip(layout, initial):
+            with keras.name_scope(scope):
+                made.append(keras.Variable(value, name=name))
+        return made
+
+    def schedule(factor):
+        return keras.optimizers.schedules.PolynomialDecay(1e-2 * factor, 10, 1e-3 * factor)
+
+    layered = variables()
+    assert [v.path for v in layered][:2] == ["token_embedding/embeddings", "transformer_layer_0/kernel"]
+    optimizer = cls(learning_rate=schedule(1.0), weight_decay=0.05, epsilon=1e-6, layer_decay=decay)
+    optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
+    for grads in steps:
+        optimizer.apply([tf.constant(g) for g in grads], layered)
+
+    for index, (_, _, _, factor) in enumerate(layout):
+        alone = variables()[index]
+        reference = keras.optimizers.AdamW(learning_rate=schedule(factor), weight_decay=0.05, epsilon=1e-6)
+        reference.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
+        for grads in steps:
+            reference.apply([tf.constant(grads[index])], [alone])
+        np.testing.assert_allclose(layered[index].numpy(), alone.numpy(), rtol=1e-6, atol=2e-6)
+    moved = [np.abs(v.numpy() - w).max() for v, w in zip(layered, initial)]
+    assert moved[0] < moved[1] < moved[2] < moved[4]  # the rates really differ, bottom to top
+
+
+def test_layer_decay_reaches_the_optimizer_from_the_config_and_is_checked():
+    for pre_reduced in (False, True):
+        optimizer = create_optimizer(TrainerConfig(layer_decay=0.8), pre_reduced=pre_reduced)
+        assert isinstance(optimizer, AdamW) and optimizer.layer_decay == 0.8
+        assert type(optimizer).from_config(optimizer.get_config()).layer_decay == 0.8
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match=r"layer_decay.*\(0, 1\]"):
+            TrainerConfig(layer_decay=bad)._validate()

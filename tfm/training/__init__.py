@@ -28,6 +28,8 @@ _EXPORTS = {
     "create_strategy": "tfm.training.strategy",
     "WarmupDecay": "tfm.training.optimizer",
     "create_optimizer": "tfm.training.optimizer",
+    "AdamW": "tfm.training.optimizer",
+    "layer_decay_multipliers": "tfm.training.optimizer",
     "run_experiment": "tfm.training.experiment",
     "build_task": "tfm.training.experiment",
     "load_run": "tfm.training.run_dir",

@@ -320,6 +320,9 @@ class TrainerConfig(_Config):
     decay: Literal["linear", "cosine", "polynomial", "constant"] = "linear"
     end_learning_rate: float = 0.0
     weight_decay: float = 0.01
+    # Layer-wise learning-rate decay: transformer layer i of L trains at learning_rate * layer_decay ** (L - i),
+    # the embeddings at layer_decay ** (L + 1), the head at the full rate (`optimizer.layer_decay_multipliers`).
+    layer_decay: Optional[float] = None
     adam_beta_1: float = 0.9
     adam_beta_2: float = 0.999
     adam_epsilon: float = 1e-6
@@ -346,6 +349,8 @@ class TrainerConfig(_Config):
         _check(self, "warmup_steps end_learning_rate weight_decay num_samples seed", *_NON_NEGATIVE)
         _check(self, "warmup_ratio adam_beta_1 adam_beta_2", *_FRACTION)
         _check(self, "ema_momentum", *_FRACTION, optional=True)
+        _require(self.layer_decay is None or 0.0 < self.layer_decay <= 1.0, "layer_decay",
+                 f"({self.layer_decay}) must be in (0, 1]")
         _require(self.warmup_steps <= self.steps, "warmup_steps",
                  f"({self.warmup_steps}) must be <= steps ({self.steps})")
         _require(not (self.warmup_steps and self.warmup_ratio), "warmup_ratio",

@@ -74,17 +74,14 @@ def layer_decay_multipliers(paths, layer_decay):
     >>> [round(m, 4) for m in layer_decay_multipliers(paths, 0.5)]
     [0.125, 0.25, 0.5, 1.0]
     """
-    depths = [int(m.group(1)) for m in map(_LAYER.search, paths) if m]
-    num_layers = max(depths) + 1 if depths else 0
+    layers = [_LAYER.search(path) for path in paths]
+    num_layers = max((int(layer.group(1)) + 1 for layer in layers if layer), default=0)
     multipliers = []
-    for path in paths:
-        layer = _LAYER.search(path)
+    for path, layer in zip(paths, layers):
         if layer:
             exponent = num_layers - int(layer.group(1))
-        elif _EMBEDDING.search(path):
-            exponent = num_layers + 1
-        else:
-            exponent = 0
+        else:  # the embeddings sit below layer 0; everything else (pooler, head) above the last layer
+            exponent = num_layers + 1 if _EMBEDDING.search(path) else 0
         multipliers.append(float(layer_decay) ** exponent)
     return multipliers
 

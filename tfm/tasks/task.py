@@ -72,8 +72,19 @@ class Task(keras.Model):
                 setattr(self, attribute, None)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Keras' loss plus the active PEFT method's regularizer (AdaLoRA's orthogonality penalty)."""
-        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        """Keras' loss plus the active PEFT method's regularizer (AdaLoRA's orthogonality penalty); with
+        `compile(r_drop_alpha=...)`, R-Drop's two-pass loss while training (`tfm.training.r_drop`)."""
+        def keras_loss(predictions):
+            return super(Task, self).compute_loss(x=x, y=y, y_pred=predictions, sample_weight=sample_weight,
+                                                  training=training)
+
+        alpha = getattr(self, "r_drop_alpha", 0.0)
+        if training and alpha:
+            from tfm.training.r_drop import fit_loss
+
+            loss = fit_loss(self, keras_loss, x, y, y_pred, sample_weight, alpha)
+        else:
+            loss = keras_loss(y_pred)
         return self._with_peft_penalty(loss, training)
 
     def _with_peft_penalty(self, loss, training):
@@ -131,7 +142,8 @@ class Task(keras.Model):
 
         return export_to_hf(self, directory, tokenizer=tokenizer, label_names=label_names)
 
-    def compile(self, optimizer="auto", loss="auto", weighted_metrics="auto", jit_compile=True, **kwargs):
+    def compile(self, optimizer="auto", loss="auto", weighted_metrics="auto", jit_compile=True, r_drop_alpha=0.0,
+                **kwargs):
         """`keras.Model.compile` with working defaults: AdamW, sparse cross-entropy on logits, accuracy.
 
         Args:
@@ -145,8 +157,19 @@ class Task(keras.Model):
                 multi-replica tf.distribute strategy it is turned off: Keras 3.15's `fit` cannot run an
                 XLA step over MirroredStrategy replicas (Keras itself does the same for `"auto"`); the
                 custom Trainer compiles per replica instead.
+            r_drop_alpha: float >= 0; above 0, every training step runs the batch twice (two dropout masks) and
+                adds `r_drop_alpha` times the symmetric KL between the two predictions (R-Drop,
+                `tfm.training.r_drop`; a config's `trainer.r_drop_alpha`).
         """
         import tensorflow as tf
+
+        if r_drop_alpha:
+            from tfm.training.r_drop import check_task
+
+            if r_drop_alpha < 0:
+                raise ValueError(f"r_drop_alpha must be >= 0, got {r_drop_alpha}")
+            check_task(self)
+        self.r_drop_alpha = float(r_drop_alpha)
 
         if jit_compile and tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
             jit_compile = False

@@ -101,6 +101,7 @@ class TextEmbedder(Task):
     ((2, 128), dtype('float32'), [1.0, 1.0])
     """
 
+    OUTPUTS_LOGITS = False  # its outputs are embeddings (R-Drop reads class logits)
     TASK_ARGS = ("pooling", "normalize", "sequence_length", "scale", "symmetric")
     DEFAULT_LEARNING_RATE = 2e-5  # sentence-transformers' fine-tuning default
     # The contrastive loss all-gathers candidates across replicas: a collective XLA cannot compile per replica.

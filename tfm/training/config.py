@@ -330,6 +330,9 @@ class TrainerConfig(_Config):
     # Polyak averaging of the trainable weights (Keras' `use_ema`): the optimizer keeps
     # `avg = m * avg + (1 - m) * w` after every step; evaluations, the final checkpoint and exports use `avg`.
     ema_momentum: Optional[float] = None
+    # R-Drop (`tfm.training.r_drop`): above 0, each step runs the batch twice under two dropout masks and adds
+    # r_drop_alpha times the symmetric KL between the two predictions to their mean cross-entropy (2x the compute).
+    r_drop_alpha: float = 0.0
     grad_accum_steps: int = 1
     jit_compile: Union[bool, Literal["auto"]] = "auto"  # `auto`: XLA, except for bf16 on a CPU
     seed: int = 0
@@ -346,7 +349,7 @@ class TrainerConfig(_Config):
         _check(self, "steps batch_size learning_rate checkpoint_every log_every eval_every keep_checkpoints "
                "grad_accum_steps adam_epsilon max_skipped_steps", *_POSITIVE)
         _check(self, "eval_steps clip_norm peak_flops", *_POSITIVE, optional=True)
-        _check(self, "warmup_steps end_learning_rate weight_decay num_samples seed", *_NON_NEGATIVE)
+        _check(self, "warmup_steps end_learning_rate weight_decay num_samples seed r_drop_alpha", *_NON_NEGATIVE)
         _check(self, "warmup_ratio adam_beta_1 adam_beta_2", *_FRACTION)
         _check(self, "ema_momentum", *_FRACTION, optional=True)
         _require(self.layer_decay is None or 0.0 < self.layer_decay <= 1.0, "layer_decay",
@@ -398,6 +401,8 @@ class ExperimentConfig(_Config):
                                                                f"must be one of {list(DISTILL_TASKS)}, got "
                                                                f"{self.task.name!r}")
             _require(self.pretrain is None, "distill", "cannot be combined with a pretrain section")
+            _require(not self.trainer.r_drop_alpha, "trainer.r_drop_alpha",
+                     "cannot be combined with a distill section (its objective replaces the label loss R-Drop doubles)")
             _require(not self.distill.teacher_cache or self.task.name in DISTILL_TASKS[:3], "distill.teacher_cache",
                      f"needs the same inputs every epoch (a labelled task), not task.name={self.task.name!r}")
         max_len = self.model.max_sequence_length

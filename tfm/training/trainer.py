@@ -24,6 +24,7 @@ from tfm.peft import core as peft_core
 from tfm.training import precision
 from tfm.training.checkpoints import CHECKPOINT_DIR, check_output_dir, checkpoint_readable, first_line
 from tfm.training.optimizer import create_optimizer
+from tfm.training.r_drop import check_task, r_drop_loss_sums
 from tfm.training.strategy import create_strategy, is_chief
 from tfm.training.weight_averaging import WeightAveraging
 
@@ -105,6 +106,14 @@ class Trainer(WeightAveraging):
         with self.strategy.scope():
             self.model = model_fn()
             self.distillation = distillation_fn(self.model) if distillation_fn is not None else None
+            if config.r_drop_alpha:
+                if self.distillation is not None:
+                    raise InputError("trainer.r_drop_alpha and a distill: section cannot be combined: the "
+                                     "distillation objective replaces the label loss R-Drop doubles")
+                try:
+                    check_task(self.model)
+                except ValueError as error:
+                    raise InputError(f"trainer.r_drop_alpha={config.r_drop_alpha}: {error}") from None
             self.optimizer = create_optimizer(config, pre_reduced=True)
             # Built here, inside the scope, before the first step (keras#23085).
             self.optimizer.build(self.model.trainable_variables)
@@ -217,6 +226,8 @@ class Trainer(WeightAveraging):
         with tf.GradientTape() as tape:
             if self.distillation is not None:  # the student's objective against its teacher
                 loss_sum, weight_sum, _ = self.distillation.loss_sums(self.model, x, y, sample_weight)
+            elif self.config.r_drop_alpha:  # two dropout passes and their symmetric KL
+                loss_sum, weight_sum, _ = r_drop_loss_sums(self.model, x, y, sample_weight, self.config.r_drop_alpha)
             else:
                 y_pred = self.model(x, training=True)
                 loss_sum, weight_sum = self.model.loss_sums(y, y_pred, sample_weight)

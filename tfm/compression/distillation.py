@@ -22,6 +22,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tfm.tasks.task import label_weights
+
 _EPSILON = 1e-9
 
 
@@ -48,14 +50,6 @@ def recording(task, attention=False):
         for block in blocks:
             block.taps = None
             block.self_attention.taps = None
-
-
-def label_weights(labels, sample_weight=None):
-    """The weight of each labelled position, as `Task.loss_sums` counts it (labels < 0 weigh 0)."""
-    weight = ops.cast(ops.greater_equal(labels, 0), "float32")
-    if sample_weight is not None:
-        weight = weight * ops.cast(sample_weight, "float32")
-    return weight
 
 
 def soft_target_loss(teacher_logits, student_logits, temperature):

@@ -4,6 +4,14 @@ import keras
 from keras import ops
 
 
+def label_weights(labels, sample_weight=None):
+    """The weight of each labelled position, as `Task.loss_sums` counts it (labels < 0 weigh 0)."""
+    weight = ops.cast(ops.greater_equal(ops.cast(labels, "int32"), 0), "float32")
+    if sample_weight is not None:
+        weight = weight * ops.cast(sample_weight, "float32")
+    return weight
+
+
 class Task(keras.Model):
     """A backbone plus a head, built as a functional model so `fit`, `predict` and `.keras` files work.
 
@@ -197,9 +205,7 @@ class Task(keras.Model):
             sample_weight: optional float weights, shape of `y`.
         """
         y = ops.cast(y, "int32")
-        weight = ops.cast(y >= 0, "float32")
-        if sample_weight is not None:
-            weight = weight * ops.cast(sample_weight, "float32")
+        weight = label_weights(y, sample_weight)
         losses = keras.losses.sparse_categorical_crossentropy(ops.maximum(y, 0), ops.cast(y_pred, "float32"), from_logits=True)
         return ops.sum(losses * weight), ops.sum(weight)
 
@@ -207,9 +213,7 @@ class Task(keras.Model):
         """Sums for evaluation: `loss`, `weight` and `correct` (weighted argmax hits)."""
         loss, weight = self.loss_sums(y, y_pred, sample_weight)
         y = ops.cast(y, "int32")
-        w = ops.cast(y >= 0, "float32")
-        if sample_weight is not None:
-            w = w * ops.cast(sample_weight, "float32")
+        w = label_weights(y, sample_weight)
         hits = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y), "float32")
         return {"loss": loss, "weight": weight, "correct": ops.sum(hits * w)}
 

@@ -15,6 +15,8 @@ KL either. One implementation serves both training paths: `trainer.r_drop_alpha`
 
 from keras import ops
 
+from tfm.tasks.task import label_weights
+
 
 def symmetric_kl(logits_a, logits_b):
     """`0.5 * (KL(softmax(a) || softmax(b)) + KL(softmax(b) || softmax(a)))` over the last axis, in float32."""
@@ -37,14 +39,6 @@ def check_task(model):
         reason = "a CRF head's loss is the sentence likelihood, not a per-token distribution"
     if reason:
         raise ValueError(f"r_drop_alpha cannot be used with this task: {reason}. Set r_drop_alpha to 0.")
-
-
-def label_weights(y, sample_weight=None):
-    """The label loss's weight per position: 0 where the label is < 0, times `sample_weight`."""
-    weight = ops.cast(ops.cast(y, "int32") >= 0, "float32")
-    if sample_weight is not None:
-        weight = weight * ops.cast(sample_weight, "float32")
-    return weight
 
 
 def r_drop_loss_sums(model, x, y, sample_weight=None, alpha=1.0, logits=None):

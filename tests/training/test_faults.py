@@ -125,6 +125,28 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert [s for s, _ in _events(tmp_path / "run" / "train")["loss"]] == [1, 2, 3, 4]
 
 
+def test_run_failing_in_its_final_evaluation_keeps_its_steps_and_evaluates_on_resume(tmp_path):
+    # The last step's checkpoint is written before the last evaluation: an evaluation that dies (here its input
+    # pipeline raises) loses no training, and the next `train()` restores the finished run and evaluates it.
+    def broken_eval(batch_size, ctx):
+        raise OSError("eval data unreadable")
+
+    cfg = _config(steps=4, checkpoint_every=100, eval_every=100)
+    trainer = Trainer(cfg, str(tmp_path / "run"), lambda: model_fn("mlm"), _poisoned(()), eval_dataset_fn=broken_eval,
+                      verbose=False)
+    with pytest.raises(OSError, match="eval data unreadable"):
+        trainer.train()
+    assert _index_files(tmp_path / "run") == ["ckpt-4.index"]
+    trained = _values(trainer.model.weights)
+    resumed = Trainer(cfg, str(tmp_path / "run"), lambda: model_fn("mlm"), _poisoned(()),
+                      eval_dataset_fn=lambda b, c: toy_dataset("mlm", b, c).take(2), verbose=False)
+    assert int(resumed.step.numpy()) == 4
+    metrics = resumed.train()
+    _assert_equal_lists(_values(resumed.model.weights), trained)  # restored, not trained again
+    assert 0.0 < metrics["loss"] < 10.0 and int(resumed.step.numpy()) == 4
+    assert json.load(open(tmp_path / "run" / "metrics.json"))["step"] == 4
+
+
 def test_skip_nonfinite_steps_changes_nothing_counts_and_stops_after_max_in_a_row(tmp_path):
     # Batches 1, 2 (steps 2, 3) and 6, 7, 8 (steps 7-9) are Inf; 3 in a row stop the run.
     cfg = _config(steps=12, checkpoint_every=3, skip_nonfinite_steps=True, max_skipped_steps=3)

@@ -446,7 +446,11 @@ class Trainer(WeightAveraging):
                                            ("tokens_per_second", scalars["tokens_per_second"])])
                 window_loss, window_steps, window_tokens, window_start = 0.0, 0, 0.0, time.perf_counter()
             if step == c.steps:
-                self._finalize_weights()  # before the last eval and the last checkpoint: they hold the averages
+                self._finalize_weights()  # before the last checkpoint and the last eval: they hold the averages
+            # Checkpoint before evaluating: a run killed (or failing) in its evaluation keeps the steps it trained,
+            # and a resumed finished run evaluates again.
+            if step % c.checkpoint_every == 0 or step == c.steps:
+                self.save_checkpoint()
             if step % c.eval_every == 0 or step == c.steps:
                 with self._averaged_weights():
                     metrics = self._eval_metrics(step)
@@ -454,8 +458,6 @@ class Trainer(WeightAveraging):
                     if self.sample_fn is not None and self.is_chief:
                         with self._writer("eval").as_default():
                             tf.summary.text("samples", tf.constant(self.sample_fn(self.model)), step=step)
-            if step % c.checkpoint_every == 0 or step == c.steps:
-                self.save_checkpoint()
         return metrics
 
     def _check_bad_step(self, step, loss, grad_norm, bad_in_a_row):

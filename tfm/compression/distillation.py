@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tfm.tasks.task import label_weights
+from tfm.tasks.losses import label_weights
 
 _EPSILON = 1e-9
 

@@ -3,13 +3,7 @@
 import keras
 from keras import ops
 
-
-def label_weights(labels, sample_weight=None):
-    """The weight of each labelled position, as `Task.loss_sums` counts it (labels < 0 weigh 0)."""
-    weight = ops.cast(ops.greater_equal(ops.cast(labels, "int32"), 0), "float32")
-    if sample_weight is not None:
-        weight = weight * ops.cast(sample_weight, "float32")
-    return weight
+from tfm.tasks.losses import label_weights
 
 
 class Task(keras.Model):

@@ -2,9 +2,10 @@
 
 The objective is `0.5 * (CE(p1) + CE(p2)) + alpha * 0.5 * (KL(p1 || p2) + KL(p2 || p1))`, where `p1` and `p2` are
 the model's predictions for the same examples under two dropout masks: the form of the authors' code
-(dropreg/R-Drop: cross-entropy over both passes, the two KLs averaged), so `alpha = 0` is the plain cross-entropy. Positions the label loss ignores (labels < 0, zero sample weight) add no
-KL either. One implementation serves both training paths: `trainer.r_drop_alpha` in a config (the Trainer) and
-`Task.compile(r_drop_alpha=...)` (`model.fit`). Each step costs a second forward and backward pass.
+(dropreg/R-Drop: cross-entropy over both passes, the two KLs averaged), so `alpha = 0` is the plain cross-entropy.
+Positions the label loss ignores (labels < 0, zero sample weight) add no KL either. One implementation serves both
+training paths: `trainer.r_drop_alpha` in a config (the Trainer) and `Task.compile(r_drop_alpha=...)` (`model.fit`).
+Each step costs a second forward and backward pass.
 
 >>> import numpy as np
 >>> a = np.log(np.array([[0.9, 0.1]], "float32"))
@@ -15,7 +16,7 @@ KL either. One implementation serves both training paths: `trainer.r_drop_alpha`
 
 from keras import ops
 
-from tfm.tasks.task import label_weights
+from tfm.tasks.losses import label_weights
 
 
 def symmetric_kl(logits_a, logits_b):

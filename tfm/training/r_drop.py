@@ -42,21 +42,26 @@ def check_task(model):
         raise ValueError(f"r_drop_alpha cannot be used with this task: {reason}. Set r_drop_alpha to 0.")
 
 
-def r_drop_loss_sums(model, x, y, sample_weight=None, alpha=1.0, logits=None):
+def _second_pass(model, x, logits, y, sample_weight):
+    """The batch again under another dropout mask (the seed generator has moved on), and the symmetric KL to the
+    first pass summed over the labelled positions, with those positions' weights."""
+    second = model(x, training=True)
+    weight = label_weights(y, sample_weight)
+    return second, ops.sum(symmetric_kl(logits, second) * weight), weight
+
+
+def r_drop_loss_sums(model, x, y, sample_weight=None, alpha=1.0):
     """`(loss sum, weight sum, first logits)` of one batch under R-Drop, as sums like `Task.loss_sums`.
 
     Args:
         model: a tfm task with `loss_sums` (class logits).
         x, y, sample_weight: the batch (labels < 0 are ignored).
         alpha: float >= 0, weight of the symmetric KL between the two passes.
-        logits: the first pass's logits when the caller already has them; otherwise computed here.
     """
-    if logits is None:
-        logits = model(x, training=True)
-    second = model(x, training=True)  # another dropout mask: the seed generator has moved on
+    logits = model(x, training=True)
+    second, kl_sum, _ = _second_pass(model, x, logits, y, sample_weight)
     first_sum, weight_sum = model.loss_sums(y, logits, sample_weight)
     second_sum, _ = model.loss_sums(y, second, sample_weight)
-    kl_sum = ops.sum(symmetric_kl(logits, second) * label_weights(y, sample_weight))
     return 0.5 * (first_sum + second_sum) + float(alpha) * kl_sum, weight_sum, logits
 
 
@@ -66,9 +71,7 @@ def fit_loss(task, keras_loss, x, y, y_pred, sample_weight, alpha):
     Keras scales its own loss)."""
     from keras.src.losses.loss import scale_loss_for_distribution
 
-    second = task(x, training=True)
+    second, kl_sum, weight = _second_pass(task, x, y_pred, y, sample_weight)
     second_loss = keras_loss(second)
-    weight = label_weights(y, sample_weight)
-    kl = ops.sum(symmetric_kl(y_pred, second) * weight) / ops.cast(ops.size(weight), "float32")
-    kl = scale_loss_for_distribution(kl)
+    kl = scale_loss_for_distribution(kl_sum / ops.cast(ops.size(weight), "float32"))
     return 0.5 * (keras_loss(y_pred) + second_loss) + ops.cast(float(alpha) * kl, second_loss.dtype)

@@ -120,3 +120,25 @@ def test_tfm_adapter_files_hold_only_the_adapter_and_head_and_round_trip(method,
     if method == "adalora":
         pattern = {k: v for k, v in tensors.items() if "rank_pattern" in k}
         assert pattern and all(set(np.unique(v)) <= {0.0, 1.0} for v in pattern.values())
+
+
+def test_adapter_files_carry_the_layer_norms_the_adapter_trained(tmp_path):
+    task = classifier()
+    base_weights = [w.numpy() for w in task.weights]
+    spread(tfm.peft.apply(task, method="pfeiffer", bottleneck_dim=4, also_train=["head", "layer_norm"]))
+    norms = core.base_variables(task, ["layer_norm"])
+    for v in norms:
+        v.assign(v.numpy() * 1.5 + 0.1)
+    expected = task(BATCH).numpy()
+    tfm.peft.save_adapter(task, str(tmp_path))
+    tensors = load_file(tmp_path / "adapter_model.safetensors")
+    assert {k for k in tensors if k.startswith("base.")} == {f"base.{v.path}" for v in norms}
+    assert sum(v.size for k, v in tensors.items() if k.startswith("base.")) == 2 * 8 * 5  # 5 LayerNorms of width 8
+    fresh = classifier()  # the untrained base: its LayerNorms come from the file
+    for target, value in zip(fresh.weights, base_weights):
+        target.assign(value)
+    tfm.peft.load_adapter(fresh, str(tmp_path))
+    np.testing.assert_allclose(fresh(BATCH).numpy(), expected, atol=1e-6)
+    lora = tfm.peft.apply(classifier(), method="lora", rank=2, also_train=["head", "bias"])
+    with pytest.raises(ValueError, match=r"also trains \['bias'\] of the backbone: use format='tfm'"):
+        tfm.peft.save_adapter(lora, str(tmp_path / "hf"), format="hf")

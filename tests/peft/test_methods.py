@@ -149,6 +149,33 @@ def test_also_train_layer_norms_and_biases():
     assert {v.path.split("/")[-1] for v in lora_only.trainable_weights} == {"lora_a", "lora_b"}
 
 
+def _layer_norms(task):
+    return {v.path: v.numpy() for v in core.base_variables(task, ["layer_norm"])}
+
+
+def test_layer_norms_an_adapter_trains_are_its_own_when_switching():
+    task = classifier()
+    bare, bare_norms = task(BATCH).numpy(), _layer_norms(task)
+    assert len(bare_norms) == 2 * (1 + 2 * 2)  # gamma and beta of the embeddings' norm and two per block
+    shifted = {}
+    for index, name in enumerate(("one", "two")):
+        tfm.peft.apply(task, method="houlsby", name=name, bottleneck_dim=2, also_train=["head", "layer_norm"])
+        # A new adapter starts from the bare model's LayerNorms, whatever the previous adapter made of them.
+        for path, value in _layer_norms(task).items():
+            np.testing.assert_array_equal(value, bare_norms[path])
+        spread(task, name, seed=index)
+        for v in core.base_variables(task, ["layer_norm"]):  # what training would do to them
+            v.assign(v.numpy() + 0.25 * (index + 1))
+        shifted[name] = task(BATCH).numpy()
+    tfm.peft.set_adapter(task, "one")
+    np.testing.assert_array_equal(task(BATCH).numpy(), shifted["one"])
+    assert all(np.allclose(value, bare_norms[path] + 0.25) for path, value in _layer_norms(task).items())
+    tfm.peft.set_adapter(task, "two")
+    np.testing.assert_array_equal(task(BATCH).numpy(), shifted["two"])
+    tfm.peft.set_adapter(task, None)
+    np.testing.assert_array_equal(task(BATCH).numpy(), bare)
+
+
 def test_bad_settings_name_the_key():
     with pytest.raises(ConfigError, match=r"peft.targets has 'qkv'; valid targets: \['query'"):
         tfm.peft.apply(classifier(), method="lora", targets=["qkv"])

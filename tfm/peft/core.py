@@ -198,6 +198,22 @@ def head_variables(task):
     return [v for v in task.weights if id(v) not in inside]
 
 
+def base_variables(task, also_train=("layer_norm", "bias")):
+    """The backbone's variables that `also_train` names: every LayerNorm's gamma and beta ("layer_norm"), every
+    bias and beta ("bias"); adapters' own variables excluded."""
+    own = set()
+    for name in getattr(task, "peft_adapters", None) or {}:
+        own |= {id(v) for v in adapter_variables(task, name)}
+    keep = set()
+    if "layer_norm" in also_train:
+        for layer in task.backbone._flatten_layers():
+            if isinstance(layer, keras.layers.LayerNormalization):
+                keep |= {id(v) for v in layer.weights}
+    if "bias" in also_train:
+        keep |= {id(v) for v in task.backbone.weights if v.name in ("bias", "beta")}
+    return [v for v in task.backbone.weights if id(v) in keep and id(v) not in own]
+
+
 def active_adapter(task):
     return getattr(task, "peft_active", None)
 
@@ -209,21 +225,28 @@ def active_config(task):
 
 
 def set_adapter(task, name):
-    """Makes adapter `name` active (None: the bare base model), swapping in its task head, and sets what trains.
+    """Makes adapter `name` active (None: the bare base model), swapping in its own values, and sets what trains.
 
-    The task head trained with an adapter belongs to it (HF PEFT's `modules_to_save`): switching keeps each
-    adapter's head values and restores them when it is active again.
+    What an adapter trains besides its own weights belongs to it (HF PEFT's `modules_to_save`): the task head and,
+    when `also_train` names them, the backbone's LayerNorms or biases. Switching keeps each adapter's values of
+    these and restores them when it is active again; a new adapter starts from the bare model's.
     """
     adapters = getattr(task, "peft_adapters", None) or {}
     if name is not None and name not in adapters:
         raise ValueError(f"no adapter {name!r} on {task.name}; applied: {sorted(adapters)}")
     previous = active_adapter(task)
-    heads = dict(getattr(task, "peft_heads", None) or {})
-    head = head_variables(task)
-    if previous != name:  # (the bare model's head is kept under None)
-        heads[previous] = [v.numpy() for v in head]
-        for v, value in zip(head, heads.get(name, ())):
-            v.assign(value)
+    own_values = dict(getattr(task, "peft_own_values", None) or {})
+    if previous != name:  # (the bare model's values are kept under None)
+        trained = {key for config in adapters.values() for key in config["also_train"]}
+        swapped = head_variables(task) + base_variables(task, trained)
+        own_values[previous] = {v.path: v.numpy() for v in swapped}
+        bare = own_values.setdefault(None, {})
+        for path, value in own_values[previous].items():
+            # Swapped for the first time (a new adapter trains it): no adapter has changed it yet.
+            bare.setdefault(path, value)
+        values = {**bare, **own_values.get(name, {})}
+        for v in swapped:
+            v.assign(values[v.path])
     for _, _, held in hook_points(task):
         if held.merged:
             raise ValueError(f"unmerge adapter {held.active!r} before switching adapters")
@@ -236,7 +259,7 @@ def set_adapter(task, name):
         block.prompt_length = prompt_length
         block.drop_prompt = False
     layers[-1].drop_prompt = bool(prompt_length)
-    object.__setattr__(task, "peft_heads", heads)
+    object.__setattr__(task, "peft_own_values", own_values)
     object.__setattr__(task, "peft_active", name)
     set_trainable(task)
     task.reset_compiled_functions()  # the active adapter / merged state is read when a step is traced
@@ -256,11 +279,7 @@ def set_trainable(task):
     keep = {id(v) for v in adapter_variables(task, name) if not _is_state(v)}
     if "head" in config.also_train:
         keep |= {id(v) for v in head_variables(task)}
-    for layer in task.backbone._flatten_layers():
-        if "layer_norm" in config.also_train and isinstance(layer, keras.layers.LayerNormalization):
-            keep |= {id(v) for v in layer.weights}
-    if "bias" in config.also_train:
-        keep |= {id(v) for v in task.backbone.weights if v.name in ("bias", "beta")}
+    keep |= {id(v) for v in base_variables(task, config.also_train)}
     for v in task.weights:
         v.trainable = id(v) in keep
 
@@ -338,7 +357,7 @@ def step_summaries(task):
 
 
 def remove_adapter(task, name, activate=None):
-    """Deletes adapter `name` (its updates, prefix encoder, rank allocator and stored head) and activates
+    """Deletes adapter `name` (its updates, prefix encoder, rank allocator and stored values) and activates
     `activate` (None: the bare base model)."""
     if active_adapter(task) == name:
         set_adapter(task, None)
@@ -352,5 +371,5 @@ def remove_adapter(task, name, activate=None):
     adapters = dict(task.peft_adapters)
     adapters.pop(name, None)
     object.__setattr__(task, "peft_adapters", adapters)
-    getattr(task, "peft_heads", {}).pop(name, None)
+    getattr(task, "peft_own_values", {}).pop(name, None)
     set_adapter(task, activate)

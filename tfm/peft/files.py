@@ -27,9 +27,10 @@ _HF_KEY = re.compile(r"^base_model\.model\.bert\.encoder\.layer\.(\d+)\.(.+)\.lo
 _HF_TASKS = {"TextClassifier": "SEQ_CLS", "TokenClassifier": "TOKEN_CLS"}
 
 
-def _tfm_entries(task, name, with_head):
+def _tfm_entries(task, name, config):
     """tfm-named entries of adapter `name`: `layers.N.<hook path>.<slice>.<variable>`, the prefix encoder, the
-    AdaLoRA rank pattern (not its EMAs: they matter only while training, and checkpoints carry them), the head."""
+    AdaLoRA rank pattern (not its EMAs: they matter only while training, and checkpoints carry them), the head, and
+    the backbone's LayerNorms / biases when `also_train` names them (`base.<variable path>`)."""
     entries = []
     encoder = getattr(task.backbone, f"peft_prefix_{name}", None)  # first: every layer's prefix view shares it
     entries += [Entry(f"prefix_encoder.{v.name}", v) for v in (encoder.weights if encoder is not None else ())]
@@ -53,8 +54,9 @@ def _tfm_entries(task, name, with_head):
     if allocator is not None:
         entries += [Entry(f"rank_allocator.{v.name}", v) for v in allocator.weights
                     if not v.name.startswith("ema_")]
-    if with_head:
+    if "head" in config.also_train:
         entries += [Entry(f"head.{v.path}", v) for v in core.head_variables(task)]
+    entries += [Entry(f"base.{v.path}", v) for v in core.base_variables(task, config.also_train)]
     seen = set()
     entries = [e for e in entries if id(e.variable) not in seen and not seen.add(id(e.variable))]
     names = [e.name for e in entries]
@@ -68,6 +70,10 @@ def _hf_entries(task, name, config, with_head):
     if config.method != "lora" or not hasattr(task.backbone, "segment_embedding"):
         raise ValueError(f"format='hf' is HF PEFT's LoRA on BERT; adapter {name!r} is {config.method} on "
                          f"{type(task.backbone).__name__}: use format='tfm'")
+    trained = sorted(set(config.also_train) - {"head"})
+    if trained:
+        raise ValueError(f"format='hf' carries LoRA and the classifier; adapter {name!r} also trains {trained} "
+                         f"of the backbone: use format='tfm'")
     entries = []
     for index, block in enumerate(blocks(task.backbone)):
         for target in config.targets:
@@ -99,7 +105,7 @@ def _hf_config(task, config):
 
 
 def save_adapter(task, directory, name=None, format="tfm"):
-    """Writes adapter `name` (default: the active one) and, when it trains it, the task head.
+    """Writes adapter `name` (default: the active one) and what else it trains (the task head; LayerNorms, biases).
 
     Args:
         task: a task model with the adapter applied.
@@ -120,11 +126,10 @@ def save_adapter(task, directory, name=None, format="tfm"):
         raise ValueError(f"save the active adapter: call tfm.peft.set_adapter(task, {name!r}) first (its head "
                          f"values are in the model only while it is active)")
     config = core.as_config(adapters[name])
-    with_head = "head" in config.also_train
     if format == "hf":
-        entries, meta = _hf_entries(task, name, config, with_head), _hf_config(task, config)
+        entries, meta = _hf_entries(task, name, config, "head" in config.also_train), _hf_config(task, config)
     elif format == "tfm":
-        entries = _tfm_entries(task, name, with_head)
+        entries = _tfm_entries(task, name, config)
         meta = {"peft_type": config.method.upper(), "tfm": adapters[name], "task": type(task).__name__,
                 "adapter_name": name}
     else:
@@ -163,7 +168,7 @@ def load_adapter(task, directory, name="default", activate=True):
     core.apply(task, config, name=name, activate=True)
     try:
         entries = _hf_entries(task, name, config, "head" in config.also_train) if is_hf else \
-            _tfm_entries(task, name, "head" in config.also_train)
+            _tfm_entries(task, name, config)
         expected = {e.name for e in entries}
         extra = sorted(k for k in tensors if k not in expected)
         if extra:

@@ -41,6 +41,8 @@ ROWS = {
                    "peft.also_train": "[head,layer_norm]"},
     "pfeiffer_ln": {"trainer.learning_rate": "1e-3", "peft.method": "pfeiffer", "peft.bottleneck_dim": "64",
                     "peft.also_train": "[head,layer_norm]"},
+    "pfeiffer128_ln": {"trainer.learning_rate": "1e-3", "peft.method": "pfeiffer", "peft.bottleneck_dim": "128",
+                       "peft.also_train": "[head,layer_norm]"},
     "prompt": {"trainer.learning_rate": "2e-2", "peft.method": "prompt", "peft.num_virtual_tokens": "20",
                "peft.prompt_init": "vocabulary"},
     "prefix": {"trainer.learning_rate": "5e-3", "peft.method": "prefix", "peft.num_virtual_tokens": "20"},

@@ -198,7 +198,7 @@ def head_variables(task):
     return [v for v in task.weights if id(v) not in inside]
 
 
-def base_variables(task, also_train=("layer_norm", "bias")):
+def base_variables(task, also_train):
     """The backbone's variables that `also_train` names: every LayerNorm's gamma and beta ("layer_norm"), every
     bias and beta ("bias"); adapters' own variables excluded."""
     own = set()

@@ -153,7 +153,9 @@ def _layer_norms(task):
     return {v.path: v.numpy() for v in core.base_variables(task, ["layer_norm"])}
 
 
-def test_layer_norms_an_adapter_trains_are_its_own_when_switching():
+def _two_adapters_training_layer_norms():
+    """A classifier with adapters "one" and "two", each with its own head and shifted LayerNorms ("two" active);
+    returns it, the bare model's outputs and LayerNorms, and each adapter's outputs."""
     task = classifier()
     bare, bare_norms = task(BATCH).numpy(), _layer_norms(task)
     assert len(bare_norms) == 2 * (1 + 2 * 2)  # gamma and beta of the embeddings' norm and two per block
@@ -167,6 +169,11 @@ def test_layer_norms_an_adapter_trains_are_its_own_when_switching():
         for v in core.base_variables(task, ["layer_norm"]):  # what training would do to them
             v.assign(v.numpy() + 0.25 * (index + 1))
         shifted[name] = task(BATCH).numpy()
+    return task, bare, bare_norms, shifted
+
+
+def test_layer_norms_an_adapter_trains_are_its_own_when_switching():
+    task, bare, bare_norms, shifted = _two_adapters_training_layer_norms()
     tfm.peft.set_adapter(task, "one")
     np.testing.assert_array_equal(task(BATCH).numpy(), shifted["one"])
     assert all(np.allclose(value, bare_norms[path] + 0.25) for path, value in _layer_norms(task).items())
@@ -174,6 +181,20 @@ def test_layer_norms_an_adapter_trains_are_its_own_when_switching():
     np.testing.assert_array_equal(task(BATCH).numpy(), shifted["two"])
     tfm.peft.set_adapter(task, None)
     np.testing.assert_array_equal(task(BATCH).numpy(), bare)
+
+
+def test_keras_file_keeps_each_adapters_head_and_layer_norms_and_the_bare_models(tmp_path):
+    task, bare, _, shifted = _two_adapters_training_layer_norms()
+    task.save(tmp_path / "model.keras")  # "two" active: "one"'s head and LayerNorms are held outside the variables
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert core.active_adapter(loaded) == "two"
+    np.testing.assert_array_equal(loaded(BATCH).numpy(), shifted["two"])
+    tfm.peft.set_adapter(loaded, "one")
+    np.testing.assert_array_equal(loaded(BATCH).numpy(), shifted["one"])
+    tfm.peft.set_adapter(loaded, None)
+    np.testing.assert_array_equal(loaded(BATCH).numpy(), bare)
+    tfm.peft.set_adapter(loaded, "two")
+    np.testing.assert_array_equal(loaded(BATCH).numpy(), shifted["two"])
 
 
 def test_bad_settings_name_the_key():

@@ -118,7 +118,8 @@ def test_mixed_precision_trainer_step_trains_the_float32_adapter(tmp_path):
     assert {v.dtype for v in task.trainable_weights} == {"float32"}
 
 
-def test_peft_config_section_trains_exports_the_adapter_and_a_merged_saved_model(tmp_path, capsys):
+@pytest.mark.parametrize("also_train", [["head"], ["head", "layer_norm"]])
+def test_peft_config_section_trains_exports_the_adapter_and_a_merged_saved_model(also_train, tmp_path, capsys):
     """`tfm train` with a `peft:` section, then `tfm export --format adapter` and `--merge-adapter`."""
     from tests.export.references import classify
     from tests.training.test_finetune import _config, _sst2_slice
@@ -129,7 +130,8 @@ def test_peft_config_section_trains_exports_the_adapter_and_a_merged_saved_model
     train, dev = _sst2_slice(tmp_path, 200, 40)
     raw = to_dict(_config(tmp_path, "text_classifier", [train], [dev], data={"format": "tsv"},
                           trainer={"steps": 4, "eval_every": 4, "checkpoint_every": 4}))
-    raw["peft"] = {"method": "lora", "rank": 2, "targets": ["query", "value", "intermediate"]}
+    raw["peft"] = {"method": "lora", "rank": 2, "targets": ["query", "value", "intermediate"],
+                   "also_train": also_train}
     cfg = from_dict(ExperimentConfig, raw)
     from tfm.training.experiment import run_experiment
 
@@ -137,8 +139,16 @@ def test_peft_config_section_trains_exports_the_adapter_and_a_merged_saved_model
     assert "trainable params: " in capsys.readouterr().out
     run = load_run(cfg.output_dir)
     assert core.active_config(run.task).targets == ["query", "value", "intermediate"]
+    if "layer_norm" in also_train:
+        # The checkpoint holds the LayerNorms as the adapter trained them; the pretrained base's are not in it.
+        with pytest.raises(ValueError, match=r"bare model's values of .*layer_norm.* are unknown: .* 'default'"):
+            core.set_adapter(run.task, None)
+        assert core.active_adapter(run.task) == "default"
     assert main(["export", cfg.output_dir, str(tmp_path / "adapter"), "--format", "adapter"]) == 0
     assert main(["export", cfg.output_dir, str(tmp_path / "served"), "--merge-adapter"]) == 0
+    # HF PEFT's LoRA file, unless the adapter trains LayerNorms, which only tfm's file holds.
+    meta = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert ("tfm" in meta) == ("layer_norm" in also_train) and meta["peft_type"] == "LORA"
     adapter = tmp_path / "adapter" / "adapter_model.safetensors"
     assert adapter.stat().st_size < 4 * core.parameter_counts(run.task)["trainable"] + 4096
     served = tf.saved_model.load(str(next((tmp_path / "served").iterdir())))

@@ -14,7 +14,8 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, merge_ad
         export_dir: output directory (SavedModel versions, or the .tflite file).
         format: "saved_model", "tflite" (TextClassifier with WordPiece only) or "hf" (a Hugging Face model
             directory: BERT backbones, masked LM, text / token classifiers, GPT-2 causal LM) or "adapter" (only
-            a PEFT run's adapter and head: HF PEFT's files for LoRA on BERT, tfm's for the other methods).
+            a PEFT run's adapter and head: HF PEFT's files for LoRA on BERT, tfm's for the other methods and for
+            adapters that also train the backbone's LayerNorms or biases).
         version: optional int SavedModel version.
         merge_adapter: bool, fold a PEFT run's LoRA / AdaLoRA update into the kernels first (the export then
             computes as a plain model); "hf" exports of LoRA runs always merge.
@@ -42,7 +43,9 @@ def export_run(run_dir, export_dir, format="saved_model", version=None, merge_ad
             raise InputError(f"{run_dir} was not trained with a peft: section; there is no adapter to export")
         from tfm.peft.files import save_adapter
 
-        hf = peft.method == "lora" and hasattr(run.task.backbone, "segment_embedding")
+        # HF PEFT's LoRA file has no place for backbone LayerNorms or biases: those adapters go in tfm's.
+        hf = (peft.method == "lora" and hasattr(run.task.backbone, "segment_embedding")
+              and set(peft.also_train) <= {"head"})
         return save_adapter(run.task, export_dir, format="hf" if hf else "tfm")
     if peft is not None and (merge_adapter or format == "hf"):
         if peft.method not in ("lora", "adalora"):

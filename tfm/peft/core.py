@@ -241,10 +241,17 @@ def set_adapter(task, name):
         swapped = head_variables(task) + base_variables(task, trained)
         own_values[previous] = {v.path: v.numpy() for v in swapped}
         bare = own_values.setdefault(None, {})
+        unknown = getattr(task, "peft_unknown_bare", frozenset())
         for path, value in own_values[previous].items():
-            # Swapped for the first time (a new adapter trains it): no adapter has changed it yet.
-            bare.setdefault(path, value)
+            if path not in unknown:  # swapped for the first time (a new adapter trains it): no adapter changed it
+                bare.setdefault(path, value)
         values = {**bare, **own_values.get(name, {})}
+        missing = [v.path for v in swapped if v.path not in values]
+        if missing:
+            raise ValueError(f"the bare model's values of {missing[0]} and {len(missing) - 1} more are unknown: "
+                             f"they were restored from a checkpoint that holds only what adapter {previous!r} "
+                             f"trained (also_train); rebuild the base from its pretrained weights to use "
+                             f"{'the bare model' if name is None else f'adapter {name!r}'}")
         for v in swapped:
             v.assign(values[v.path])
     for _, _, held in hook_points(task):
@@ -264,6 +271,45 @@ def set_adapter(task, name):
     set_trainable(task)
     task.reset_compiled_functions()  # the active adapter / merged state is read when a step is traced
     return task
+
+
+def forget_bare_values(task):
+    """After a PEFT run's checkpoint is restored into a model built without its pretrained weights (`load_run`):
+    the checkpoint holds the backbone variables that `also_train` names only with the adapter's trained values,
+    so the bare model's are unknown, and asking for them raises instead of silently using the build's."""
+    adapters = getattr(task, "peft_adapters", None) or {}
+    trained = {key for config in adapters.values() for key in config["also_train"]}
+    unknown = frozenset(v.path for v in base_variables(task, trained))
+    for path in unknown:
+        (getattr(task, "peft_own_values", None) or {}).get(None, {}).pop(path, None)
+    object.__setattr__(task, "peft_unknown_bare", unknown)
+
+
+# What each adapter owns besides its own layers (the values `set_adapter` swaps), in `.keras` / `.weights.h5`
+# files: entries `STORED_PREFIX|<adapter name, empty for the bare model>|<variable path, "/" as "|">`.
+STORED_PREFIX = "peft_own_values"
+
+
+def stored_values(task):
+    """`{entry name: array}` of every adapter's and the bare model's swapped values, for `Task.save_own_variables`
+    (the active adapter's are in the variables themselves)."""
+    own = getattr(task, "peft_own_values", None) or {}
+    return {f"{STORED_PREFIX}|{name or ''}|{path.replace('/', '|')}": value
+            for name, values in own.items() if name != active_adapter(task) for path, value in values.items()}
+
+
+def restore_stored_values(task, entries):
+    """Inverse of `stored_values`, called by `Task.load_own_variables` after `from_config` rebuilt the adapters."""
+    variables = {v.path: v for v in task.weights}
+    own = {}
+    for key, value in entries.items():
+        _, name, path = key.split("|", 2)
+        path = path.replace("|", "/")
+        if path not in variables or tuple(variables[path].shape) != tuple(np.shape(value)):
+            raise ValueError(f"saved PEFT entry {key!r} of shape {tuple(np.shape(value))} fits no variable of "
+                             f"{task.name}")
+        own.setdefault(name or None, {})[path] = np.asarray(value)
+    object.__setattr__(task, "peft_own_values", own)
 
 
 def set_trainable(task):

@@ -50,6 +50,26 @@ class Task(keras.Model):
             set_adapter(task, active)
         return task
 
+    def save_own_variables(self, store):
+        """Keras' own, plus what each PEFT adapter owns besides its layers (its head, the LayerNorms its
+        `also_train` names) and the bare model's values of these: kept outside the variables while another
+        adapter is active, so a file holding several adapters switches between them as the saved model did."""
+        super().save_own_variables(store)
+        if getattr(self, "peft_adapters", None):
+            from tfm.peft.core import stored_values
+
+            for key, value in stored_values(self).items():
+                store[key] = value
+
+    def load_own_variables(self, store):
+        from tfm.peft.core import STORED_PREFIX, restore_stored_values
+
+        keys = list(store.keys())
+        ours = [k for k in keys if k.startswith(STORED_PREFIX)]
+        super().load_own_variables(_Entries(store, [k for k in keys if k not in ours]))
+        if ours:
+            restore_stored_values(self, {k: store[k] for k in ours})
+
     def quantize(self, mode=None, config=None, filters=None, **kwargs):
         """int8 weights for the backbone's projections, feed-forward layers and token embedding, in place.
 
@@ -215,3 +235,19 @@ class Task(keras.Model):
         """Final metrics from (globally reduced) `metric_sums`: mean `loss` and `accuracy`."""
         weight = max(float(sums["weight"]), 1e-12)
         return {"loss": float(sums["loss"]) / weight, "accuracy": float(sums["correct"]) / weight}
+
+
+class _Entries:
+    """A weights-file entry seen through a subset of its keys (Keras checks the count of a layer's own)."""
+
+    def __init__(self, store, keys):
+        self.store, self._keys = store, keys
+
+    def keys(self):
+        return self._keys
+
+    def __len__(self):
+        return len(self._keys)
+
+    def __getitem__(self, key):
+        return self.store[key]

@@ -283,4 +283,8 @@ def load_run(run_dir, checkpoint=None):
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         raise InputError(f"{run_dir}: checkpoint {checkpoint} does not fit the model of its {CONFIG_FILENAME} "
                          f"(was it edited after training?): {reason}") from None
+    if cfg.peft is not None:
+        from tfm.peft.core import forget_bare_values
+
+        forget_bare_values(task)  # built without the pretrained base: its LayerNorms are not the bare model's
     return Run(task, tokenizer, cfg, meta.get("label_names"), checkpoint)

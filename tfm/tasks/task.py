@@ -67,7 +67,7 @@ class Task(keras.Model):
         keys = list(store.keys())
         ours = [k for k in keys if k.startswith(STORED_PREFIX)]
         super().load_own_variables(_Entries(store, [k for k in keys if k not in ours]))
-        if ours:
+        if ours and getattr(self, "peft_adapters", None):  # (a model built without the adapters has no use for them)
             restore_stored_values(self, {k: store[k] for k in ours})
 
     def quantize(self, mode=None, config=None, filters=None, **kwargs):

@@ -224,6 +224,12 @@ def active_config(task):
     return None if name is None else as_config(task.peft_adapters[name])
 
 
+def owned_base_variables(task):
+    """The backbone variables that some applied adapter trains (the union of their `also_train`)."""
+    adapters = getattr(task, "peft_adapters", None) or {}
+    return base_variables(task, {key for config in adapters.values() for key in config["also_train"]})
+
+
 def set_adapter(task, name):
     """Makes adapter `name` active (None: the bare base model), swapping in its own values, and sets what trains.
 
@@ -237,8 +243,7 @@ def set_adapter(task, name):
     previous = active_adapter(task)
     own_values = dict(getattr(task, "peft_own_values", None) or {})
     if previous != name:  # (the bare model's values are kept under None)
-        trained = {key for config in adapters.values() for key in config["also_train"]}
-        swapped = head_variables(task) + base_variables(task, trained)
+        swapped = head_variables(task) + owned_base_variables(task)
         own_values[previous] = {v.path: v.numpy() for v in swapped}
         bare = own_values.setdefault(None, {})
         unknown = getattr(task, "peft_unknown_bare", frozenset())
@@ -277,9 +282,7 @@ def forget_bare_values(task):
     """After a PEFT run's checkpoint is restored into a model built without its pretrained weights (`load_run`):
     the checkpoint holds the backbone variables that `also_train` names only with the adapter's trained values,
     so the bare model's are unknown, and asking for them raises instead of silently using the build's."""
-    adapters = getattr(task, "peft_adapters", None) or {}
-    trained = {key for config in adapters.values() for key in config["also_train"]}
-    unknown = frozenset(v.path for v in base_variables(task, trained))
+    unknown = frozenset(v.path for v in owned_base_variables(task))
     for path in unknown:
         (getattr(task, "peft_own_values", None) or {}).get(None, {}).pop(path, None)
     object.__setattr__(task, "peft_unknown_bare", unknown)

@@ -122,14 +122,21 @@ def test_quantized_generation_save_and_load(mode, tmp_path):
     logits = task(x).numpy()
     assert np.abs(logits - float_logits).max() < 0.1 * np.abs(float_logits).max()
     out = task.generate(x["token_ids"], max_new_tokens=5)
+    one_row = task.generate(x["token_ids"][:1], max_new_tokens=5)
     function = task.generate_function(5)
-    assert function.function_spec.jit_compile is (mode == "int8")  # weight-only decodes outside XLA
+    if mode == "int8":
+        assert function.function_spec.jit_compile is True
+    else:  # weight-only decodes one row outside XLA (tfm's op), two rows in XLA: one trace each
+        assert function.outside_xla.experimental_get_tracing_count() == 1
+        assert function.compiled.experimental_get_tracing_count() == 1
+        assert function.compiled.function_spec.jit_compile and not function.outside_xla.function_spec.jit_compile
     # The loop's tokens equal a step-by-step greedy decode of the full forward pass.
     tokens = x["token_ids"]
     for _ in range(5):
         step = task({"token_ids": tokens, "padding_mask": np.ones_like(tokens)}).numpy()
         tokens = np.concatenate([tokens, step[:, -1].argmax(-1)[:, None].astype("int32")], axis=1)
     np.testing.assert_array_equal(out["token_ids"], tokens)
+    np.testing.assert_array_equal(one_row["token_ids"], tokens[:1])
     task.save(tmp_path / "q.keras")
     loaded = keras.saving.load_model(tmp_path / "q.keras")
     assert loaded.quantization == mode and loaded.backbone.token_embedding.embeddings.dtype == "int8"

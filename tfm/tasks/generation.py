@@ -53,7 +53,9 @@ def build_generate_function(model, sampler, max_new_tokens, stop_token_ids=(), p
 
     Returns `{"token_ids", "padding_mask"}`, both `(B, T + max_new_tokens)` int32. Each row gets at most
     `max_new_tokens` new tokens after its own prompt and stops after a stop token; later positions hold
-    `pad_token_id` with mask 0. Traces once per input shape.
+    `pad_token_id` with mask 0. Traces once per input shape. An int8 weight-only model with tfm's op decodes a
+    single row outside XLA (`decodes_outside_xla`); the function then carries both, as `.outside_xla` and
+    `.compiled`.
 
     Args:
         model: a `CausalLM`.
@@ -66,15 +68,25 @@ def build_generate_function(model, sampler, max_new_tokens, stop_token_ids=(), p
 
     decoder = Decoder(model, max_new_tokens, stop_token_ids, pad_token_id)
 
-    # An int8 weight-only model decodes outside XLA, where its products stream int8 bytes (`tfm.kernels`).
-    @tf.function(jit_compile=not decodes_outside_xla(model), autograph=False, reduce_retracing=False)
-    def generate_fn(token_ids, padding_mask, seed):
+    def generate(token_ids, padding_mask, seed):
         if isinstance(sampler, BeamSampler):
             tokens, mask = decoder.beam_search(token_ids, padding_mask, sampler.num_beams)
         else:
             tokens, mask = decoder.sample(token_ids, padding_mask, sampler, seed)
         return {"token_ids": tokens, "padding_mask": mask}
 
+    options = dict(autograph=False, reduce_retracing=False)
+    compiled = tf.function(generate, jit_compile=True, **options)
+    if not decodes_outside_xla(model, 1):
+        return compiled
+    # An int8 weight-only model decodes one row outside XLA, where its products stream int8 bytes (`tfm.kernels`).
+    outside = tf.function(generate, jit_compile=False, **options)
+
+    def generate_fn(token_ids, padding_mask, seed):
+        use = outside if decodes_outside_xla(model, token_ids.shape[0]) else compiled
+        return use(token_ids, padding_mask, seed)
+
+    generate_fn.compiled, generate_fn.outside_xla = compiled, outside
     return generate_fn
 
 

@@ -33,8 +33,8 @@ def test_the_op_builds_here():
     assert kernels.load() is not None, kernels.unavailable_reason()
 
 
-@pytest.mark.parametrize("lead,k,n,transpose", [((1,), 768, 1000, False), ((3,), 37, 513, False),
-                                                ((2, 4), 100, 7, False), ((1,), 64, 1001, True),
+@pytest.mark.parametrize("lead,k,n,transpose", [((1,), 768, 1000, False), ((1,), 203, 40, False),
+                                                ((3,), 37, 513, False), ((2, 4), 100, 7, False), ((1,), 64, 1001, True),
                                                 ((5, 1), 33, 9, True), ((0,), 16, 4, False), ((2,), 0, 3, False)])
 def test_int8_matmul_op_equals_numpy(lead, k, n, transpose):
     rng = np.random.default_rng(sum(lead) + k + n)

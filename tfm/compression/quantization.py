@@ -60,8 +60,8 @@ def quantize(task, mode):
 
 def decodes_outside_xla(task, batch_size):
     """Whether `task`'s generate loop for `batch_size` rows runs outside XLA: int8 weight-only weights, the op
-    available here, and one row. A batch-1 step is a weight read, which the op streams as int8 bytes: 91.8 tokens/s
-    against XLA's 70.7. With 8 rows the products are compute, and XLA decodes 360 tokens/s against the op path's
+    available here, and one row. A batch-1 step is a weight read, which the op streams as int8 bytes: 122 tokens/s
+    against XLA's 69.4. With 8 rows the products are compute, and XLA decodes 360 tokens/s against the op path's
     139, which pays TensorFlow's per-op dispatch on every op of the step (2-core AMD EPYC, `tfm bench --cases
     generate_b8_int8` before and after this rule, batch 1 with and without `TFM_KERNELS=0`)."""
     from tfm import kernels

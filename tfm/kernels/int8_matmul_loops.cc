@@ -7,24 +7,39 @@
 
 namespace tfm {
 
+// One row of x (batch-1 decoding), where the weights stream from memory: eight weight rows per pass over the
+// accumulator, and the next eight rows prefetched while these are multiplied. Streaming GPT-2's shapes from DRAM
+// on one core of a 2-core AMD EPYC this reads 18-29 GB/s against 14-17 for four rows without prefetching.
+static void RowMajorOneRow(const float* x, const int8_t* w, float* acc, int64_t N, int64_t k0, int64_t k1) {
+  int64_t k = k0;
+  for (; k + 8 <= k1; k += 8) {
+    const int8_t* r = w + k * N;
+    if (k + 16 <= k1)
+      for (int64_t b = 8 * N; b < 16 * N; b += 64) __builtin_prefetch(r + b);
+    const float x0 = x[k], x1 = x[k + 1], x2 = x[k + 2], x3 = x[k + 3];
+    const float x4 = x[k + 4], x5 = x[k + 5], x6 = x[k + 6], x7 = x[k + 7];
+    for (int64_t j = 0; j < N; ++j)
+      acc[j] += (x0 * static_cast<float>(r[j]) + x1 * static_cast<float>(r[N + j])) +
+                (x2 * static_cast<float>(r[2 * N + j]) + x3 * static_cast<float>(r[3 * N + j])) +
+                ((x4 * static_cast<float>(r[4 * N + j]) + x5 * static_cast<float>(r[5 * N + j])) +
+                 (x6 * static_cast<float>(r[6 * N + j]) + x7 * static_cast<float>(r[7 * N + j])));
+  }
+  for (; k < k1; ++k)
+    for (int64_t j = 0; j < N; ++j) acc[j] += x[k] * static_cast<float>(w[k * N + j]);
+}
+
 // acc[m, :] += x[m, k0:k1] @ w[k0:k1, :] for w [K, N]: rows k0..k1 of w are one contiguous stretch of memory,
 // read once, four rows at a time (the accumulator row is loaded and stored once per four weight rows).
 void Int8RowMajorRows(const float* x, const int8_t* w, float* acc, int64_t M, int64_t K, int64_t N, int64_t k0,
                       int64_t k1) {
-  std::vector<float> rows(M == 1 ? 0 : 4 * N);
+  if (M == 1) return RowMajorOneRow(x, w, acc, N, k0, k1);
+  std::vector<float> rows(4 * N);
   int64_t k = k0;
   for (; k + 4 <= k1; k += 4) {
     const int8_t* w0 = w + k * N;
     const int8_t* w1 = w0 + N;
     const int8_t* w2 = w1 + N;
     const int8_t* w3 = w2 + N;
-    if (M == 1) {
-      const float x0 = x[k], x1 = x[k + 1], x2 = x[k + 2], x3 = x[k + 3];
-      for (int64_t j = 0; j < N; ++j)
-        acc[j] += x0 * static_cast<float>(w0[j]) + x1 * static_cast<float>(w1[j]) +
-                  x2 * static_cast<float>(w2[j]) + x3 * static_cast<float>(w3[j]);
-      continue;
-    }
     float* r0 = rows.data();
     float* r1 = r0 + N;
     float* r2 = r1 + N;

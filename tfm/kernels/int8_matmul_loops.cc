@@ -29,7 +29,7 @@ static void RowMajorOneRow(const float* x, const int8_t* w, float* acc, int64_t 
 }
 
 // acc[m, :] += x[m, k0:k1] @ w[k0:k1, :] for w [K, N]: rows k0..k1 of w are one contiguous stretch of memory,
-// read once, four rows at a time (the accumulator row is loaded and stored once per four weight rows).
+// read once. Several rows of x: four weight rows at a time, widened to float once and used by every row of x.
 void Int8RowMajorRows(const float* x, const int8_t* w, float* acc, int64_t M, int64_t K, int64_t N, int64_t k0,
                       int64_t k1) {
   if (M == 1) return RowMajorOneRow(x, w, acc, N, k0, k1);

@@ -1,6 +1,7 @@
 """What int8 weights cost a causal-LM run in quality: validation perplexity of float32 and of both int8 modes, and
 the fraction of greedy tokens identical to float32's over `--new-tokens` new tokens on `--prompts` real prompts
-(the first `--prompt-tokens` tokens of the first sentences of the run's eval data).
+(the first `--prompt-tokens` tokens of the first sentences of the run's eval data), the fraction of prompts whose
+continuation is identical throughout, and for the others the first new token that differs.
 
     python tools/int8_quality.py runs/gpt_tiny_clm --json /tmp/int8_quality.json
 """
@@ -50,7 +51,12 @@ def main(argv=None):
         if reference is None:
             reference = tokens
         else:
-            row["greedy_tokens_identical"] = float(np.mean(tokens == reference))
+            same = tokens == reference
+            row["greedy_tokens_identical"] = float(np.mean(same))
+            # A greedy continuation that differs once goes its own way after: how many prompts never differ, and
+            # where the others first do, say whether a low fraction is a few early splits or many.
+            row["prompts_identical"] = float(np.mean(same.all(axis=1)))
+            row["first_difference"] = [int(np.argmin(r)) for r in same if not r.all()]
             row["perplexity_change_percent"] = 100 * (row["perplexity"] / results["modes"]["float32"]["perplexity"] - 1)
         results["modes"][name] = row
         print(name, json.dumps(row), flush=True)

@@ -2,6 +2,10 @@
 
 A config with `data.prepare: quickstart_corpus` gets its train/eval files written here when missing, so
 `tfm train configs/gpt_tiny_clm.yaml` works on a fresh clone.
+
+Its movie snippets are Rotten Tomatoes sentences, the text SST-2 was built from: 644 of SST-2's 872 dev sentences
+occur in the corpus (compared lowercased, runs of other characters as one space; 766 share an 8-word run). Train on
+it (pretraining, a distillation transfer set) and SST-2 dev scores text the model has read; no config does.
 """
 
 import io

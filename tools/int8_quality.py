@@ -11,6 +11,22 @@ import json
 import sys
 
 
+def agreement(tokens, reference):
+    """How greedy continuations `tokens` `(prompts, new)` agree with `reference`: the fraction of identical tokens,
+    the fraction of prompts identical throughout, and for each other prompt the first new token that differs. A
+    continuation that differs once goes its own way after, so the last two say whether a low fraction is a few early
+    splits or many.
+
+    >>> agreement([[1, 2, 3], [4, 9, 6]], [[1, 2, 3], [4, 5, 6]])["first_difference"]
+    [1]
+    """
+    import numpy as np
+
+    same = np.asarray(tokens) == np.asarray(reference)
+    return {"greedy_tokens_identical": float(np.mean(same)), "prompts_identical": float(np.mean(same.all(axis=1))),
+            "first_difference": [int(np.argmin(row)) for row in same if not row.all()]}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a causal_lm run dir written by `tfm train`")
@@ -51,12 +67,7 @@ def main(argv=None):
         if reference is None:
             reference = tokens
         else:
-            same = tokens == reference
-            row["greedy_tokens_identical"] = float(np.mean(same))
-            # A greedy continuation that differs once goes its own way after: how many prompts never differ, and
-            # where the others first do, say whether a low fraction is a few early splits or many.
-            row["prompts_identical"] = float(np.mean(same.all(axis=1)))
-            row["first_difference"] = [int(np.argmin(r)) for r in same if not r.all()]
+            row.update(agreement(tokens, reference))
             row["perplexity_change_percent"] = 100 * (row["perplexity"] / results["modes"]["float32"]["perplexity"] - 1)
         results["modes"][name] = row
         print(name, json.dumps(row), flush=True)

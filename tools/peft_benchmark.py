@@ -49,6 +49,10 @@ ROWS = {
     # rows end with a training loss of 0.16 to 0.27 where full fine-tuning ends at 0.07: they underfit).
     "lora_all_r5": {**_LORA_ALL, "peft.rank": "5", "peft.alpha": "10"},
     "lora_all_nodrop": {**_LORA_ALL, "peft.dropout": "0.0"},
+    # LoRA+ (Hayou et al. 2024): B, which starts at zero, at 16 times A's rate; A at 2.5e-4 and B at 4e-3 keep
+    # lora_all's 1e-3 as their geometric mean, and the head keeps lora_all's 1e-3 (4 x 2.5e-4).
+    "lora_all_plus": {**_LORA_ALL, "trainer.learning_rate": "2.5e-4",
+                      "trainer.learning_rate_multipliers.lora_b": "16", "trainer.learning_rate_multipliers.logits": "4"},
     # LoRA with the LayerNorms trained too (what gained Pfeiffer 0.7 point at 4800 steps): 84,482 (0.37%) and,
     # on every projection, 176,642 (0.78%) parameters.
     "lora_ln": {**_LORA, **_LN},

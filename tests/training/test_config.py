@@ -27,7 +27,7 @@ from tfm.training.config import (
 TRAINER_KEYS = (
     "steps, batch_size, learning_rate, strategy, mixed_precision, checkpoint_every, log_every, eval_every, "
     "eval_steps, keep_checkpoints, warmup_steps, warmup_ratio, decay, end_learning_rate, weight_decay, layer_decay, "
-    "adam_beta_1, adam_beta_2, adam_epsilon, clip_norm, ema_momentum, r_drop_alpha, grad_accum_steps, jit_compile, seed, "
+    "learning_rate_multipliers, adam_beta_1, adam_beta_2, adam_epsilon, clip_norm, ema_momentum, r_drop_alpha, grad_accum_steps, jit_compile, seed, "
     "peak_flops, num_samples, skip_nonfinite_steps, max_skipped_steps"
 )
 
@@ -77,7 +77,7 @@ def test_schema_keys_and_defaults():
         "steps": 1000, "batch_size": 32, "learning_rate": 1e-4, "strategy": "auto", "mixed_precision": "auto",
         "checkpoint_every": 500, "log_every": 50, "eval_every": 500, "eval_steps": None, "keep_checkpoints": 3,
         "warmup_steps": 0, "warmup_ratio": 0.0, "decay": "linear", "end_learning_rate": 0.0,
-        "weight_decay": 0.01, "layer_decay": None, "adam_beta_1": 0.9, "adam_beta_2": 0.999, "adam_epsilon": 1e-6, "clip_norm": 1.0,
+        "weight_decay": 0.01, "layer_decay": None, "learning_rate_multipliers": {}, "adam_beta_1": 0.9, "adam_beta_2": 0.999, "adam_epsilon": 1e-6, "clip_norm": 1.0,
         "ema_momentum": None, "r_drop_alpha": 0.0, "grad_accum_steps": 1, "jit_compile": "auto", "seed": 0, "peak_flops": None, "num_samples": 2,
         "skip_nonfinite_steps": False, "max_skipped_steps": 10,
     }

@@ -64,15 +64,17 @@ def test_fused_update_and_weight_decay_equal_keras_adamw(jit_compile):
     assert np.abs(decayed).max() > 1e-4  # the decay is really in both (and far above the tolerance)
 
 
+@pytest.mark.parametrize("named", [None, {"kernel": 3.0}])
 @pytest.mark.parametrize("cls", [AdamW, PreReducedAdamW])
-def test_layer_decay_trains_each_variable_as_keras_adamw_at_its_layers_rate(cls):
+def test_layer_decay_trains_each_variable_as_keras_adamw_at_its_layers_rate(cls, named):
     # Two transformer layers: layer 1 (the top) at decay**1, layer 0 at decay**2, the embeddings at decay**3, the
     # head at the full rate. Keras' AdamW run on each variable alone, at that rate, is the reference, weight decay
-    # (lr * weight_decay, so scaled with it) included.
-    decay = 0.5
+    # (lr * weight_decay, so scaled with it) included. With `named`, every kernel's rate is also tripled.
+    decay, k = 0.5, 3.0 if named else 1.0
     layout = [("token_embedding", "embeddings", (50, 8), decay ** 3),
-              ("transformer_layer_0", "kernel", (8, 8), decay ** 2), ("transformer_layer_1", "kernel", (8, 8), decay),
-              ("transformer_layer_1", "bias", (8,), decay), ("logits", "kernel", (8, 2), 1.0)]
+              ("transformer_layer_0", "kernel", (8, 8), decay ** 2 * k),
+              ("transformer_layer_1", "kernel", (8, 8), decay * k),
+              ("transformer_layer_1", "bias", (8,), decay), ("logits", "kernel", (8, 2), 1.0 * k)]
     rng = np.random.default_rng(0)
     initial = [rng.normal(size=shape).astype("float32") for _, _, shape, _ in layout]
     steps = [[rng.normal(size=shape).astype("float32") for _, _, shape, _ in layout] for _ in range(4)]
@@ -89,7 +91,8 @@ def test_layer_decay_trains_each_variable_as_keras_adamw_at_its_layers_rate(cls)
 
     layered = variables()
     assert [v.path for v in layered][:2] == ["token_embedding/embeddings", "transformer_layer_0/kernel"]
-    optimizer = cls(learning_rate=schedule(1.0), weight_decay=0.05, epsilon=1e-6, layer_decay=decay)
+    optimizer = cls(learning_rate=schedule(1.0), weight_decay=0.05, epsilon=1e-6, layer_decay=decay,
+                    learning_rate_multipliers=named)
     optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
     for grads in steps:
         optimizer.apply([tf.constant(g) for g in grads], layered)
@@ -103,6 +106,28 @@ def test_layer_decay_trains_each_variable_as_keras_adamw_at_its_layers_rate(cls)
         np.testing.assert_allclose(layered[index].numpy(), alone.numpy(), rtol=1e-6, atol=2e-6)
     moved = [np.abs(v.numpy() - w).max() for v, w in zip(layered, initial)]
     assert moved[0] < moved[1] < moved[2] < moved[4]  # the rates really differ, bottom to top
+
+
+def test_learning_rate_multipliers_reach_the_optimizer_and_bad_names_are_errors():
+    # LoRA+: B at 16 times A's rate. After one Adam step (about lr per entry, whatever the gradient's size), B
+    # moved exactly 16 times as far as A.
+    for pre_reduced in (False, True):
+        optimizer = create_optimizer(TrainerConfig(learning_rate=1e-3, weight_decay=0.0,
+                                                   learning_rate_multipliers={"lora_b": 16.0}), pre_reduced)
+        assert type(optimizer).from_config(optimizer.get_config()).learning_rate_multipliers == {"lora_b": 16.0}
+        with keras.name_scope("update_query"):
+            a, b = keras.Variable(np.zeros((4, 2), "float32"), name="lora_a"), keras.Variable(
+                np.zeros((2, 4), "float32"), name="lora_b")
+        optimizer.apply([tf.ones((4, 2)), tf.ones((2, 4))], [a, b])
+        np.testing.assert_allclose(-a.numpy(), 1e-3, rtol=1e-3)  # the schedule's first rate, 1e-3 (epsilon aside)
+        np.testing.assert_allclose(b.numpy() / a.numpy()[0, 0], 16.0, rtol=1e-6)
+    typo = create_optimizer(TrainerConfig(learning_rate_multipliers={"lora_B": 16.0}))
+    with pytest.raises(ValueError, match=r"learning_rate_multipliers: \['lora_B'\] match no trainable variable; "
+                                         r"variable paths look like \['update_query/lora_a'"):
+        typo.build([a])
+    with pytest.raises(ConfigError, match=r"learning_rate_multipliers.lora_b must map a non-empty name to a "
+                                          r"factor > 0, got 'lora_b': -1"):
+        TrainerConfig(learning_rate_multipliers={"lora_b": -1})._validate()
 
 
 def test_layer_decay_reaches_the_optimizer_from_the_config_and_is_checked():

@@ -323,6 +323,9 @@ class TrainerConfig(_Config):
     # Layer-wise learning-rate decay: transformer layer i of L trains at learning_rate * layer_decay ** (L - i),
     # the embeddings at layer_decay ** (L + 1), the head at the full rate (`optimizer.layer_decay_multipliers`).
     layer_decay: Optional[float] = None
+    # Learning-rate factors by variable name: a variable whose path contains a key trains at learning_rate times
+    # its value (factors multiply, with layer_decay's too). LoRA+ is {lora_b: 16} (`optimizer.named_multipliers`).
+    learning_rate_multipliers: dict[str, float] = field(default_factory=dict)
     adam_beta_1: float = 0.9
     adam_beta_2: float = 0.999
     adam_epsilon: float = 1e-6
@@ -354,6 +357,9 @@ class TrainerConfig(_Config):
         _check(self, "ema_momentum", *_FRACTION, optional=True)
         _require(self.layer_decay is None or 0.0 < self.layer_decay <= 1.0, "layer_decay",
                  f"({self.layer_decay}) must be in (0, 1]")
+        for key, factor in self.learning_rate_multipliers.items():
+            _require(key != "" and factor > 0, f"learning_rate_multipliers.{key}",
+                     f"must map a non-empty name to a factor > 0, got {key!r}: {factor}")
         _require(self.warmup_steps <= self.steps, "warmup_steps",
                  f"({self.warmup_steps}) must be <= steps ({self.steps})")
         _require(not (self.warmup_steps and self.warmup_ratio), "warmup_ratio",

@@ -91,6 +91,10 @@ BAD_INPUTS = {
     "invalid_yaml": (["train", "{d}/bad.yaml"], "{d}/bad.yaml: invalid YAML: "),
     "bad_set_value": (["train", "{d}/good.yaml", "--set", "trainer.steps=abc"],
                       "--set trainer.steps=abc: trainer.steps must be int, got 'abc' (str)"),
+    "misspelt_learning_rate_multiplier": (
+        ["train", "{d}/good.yaml", "--set", "trainer.learning_rate_multipliers.Kernel=2", "--set",
+         "output_dir={d}/lr_typo"],
+        "trainer.learning_rate_multipliers: ['Kernel'] match no trainable variable; variable paths look like"),
     "missing_train_file": (["train", "{d}/missing.yaml"], "{d}/missing.tsv: No such file or directory"),
     "empty_tsv": (["train", "{d}/empty.yaml"], "{d}/empty.tsv: has no examples (the file is empty)"),
     "header_only_tsv": (["train", "{d}/header.yaml"],

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tests.training.toy_training import model_fn, toy_dataset
+from tfm.errors import InputError
 from tfm.training.config import ConfigError, TrainerConfig
 from tfm.training.optimizer import NO_WEIGHT_DECAY, AdamW, PreReducedAdamW, create_optimizer
 from tfm.training.trainer import Trainer
@@ -122,7 +123,7 @@ def test_learning_rate_multipliers_reach_the_optimizer_and_bad_names_are_errors(
         np.testing.assert_allclose(-a.numpy(), 1e-3, rtol=1e-3)  # the schedule's first rate, 1e-3 (epsilon aside)
         np.testing.assert_allclose(b.numpy() / a.numpy()[0, 0], 16.0, rtol=1e-6)
     typo = create_optimizer(TrainerConfig(learning_rate_multipliers={"lora_B": 16.0}))
-    with pytest.raises(ValueError, match=r"learning_rate_multipliers: \['lora_B'\] match no trainable variable; "
+    with pytest.raises(InputError, match=r"learning_rate_multipliers: \['lora_B'\] match no trainable variable; "
                                          r"variable paths look like \['update_query/lora_a'"):
         typo.build([a])
     with pytest.raises(ConfigError, match=r"learning_rate_multipliers.lora_b must map a non-empty name to a "

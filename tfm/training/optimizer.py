@@ -6,6 +6,8 @@ import re
 import keras
 from keras import ops
 
+from tfm.errors import InputError
+
 DECAYS = ("linear", "cosine", "polynomial", "constant")
 # Variables AdamW leaves undecayed: LayerNorm scales and offsets, biases, and a CRF's transition scores (decay
 # would pull "B-PER -> I-PER is likely" back towards 0 as it pulls no other evidence).
@@ -97,11 +99,11 @@ def named_multipliers(paths, multipliers):
     [1.0, 16.0, 1.0]
 
     Raises:
-        ValueError: a key that no path contains (a misspelt name would otherwise change nothing).
+        InputError: a key that no path contains (a misspelt name would otherwise change nothing).
     """
     unmatched = [key for key in multipliers if not any(key in path for path in paths)]
     if unmatched:
-        raise ValueError(f"trainer.learning_rate_multipliers: {unmatched} match no trainable variable; "
+        raise InputError(f"trainer.learning_rate_multipliers: {unmatched} match no trainable variable; "
                          f"variable paths look like {sorted(paths)[:3]}")
     factors = []
     for path in paths:

@@ -91,10 +91,12 @@ PRETRAINED = {
     "conll2003_minilm.yaml": ("token_classifier", 6, 12, 384, 1536, 512, 30522, CONLL_TAGS, None),
     "sst2_minilm.yaml": ("text_classifier", 6, 12, 384, 1536, 512, 30522, ["negative", "positive"], None),
     "sst2_minilm_lora.yaml": ("text_classifier", 6, 12, 384, 1536, 512, 30522, ["negative", "positive"], None),
+    "sst2_minilm_lora_plus.yaml": ("text_classifier", 6, 12, 384, 1536, 512, 30522, ["negative", "positive"], None),
 }
 # Configs with a `peft:` section: the adapter's own parameters (LoRA rank 8 on query and value: 6 layers x 2 x
-# 8 x (384 + 384), HF PEFT's count for all-MiniLM-L6-v2); only they and the head train.
-PEFT_PARAMETERS = {"sst2_minilm_lora.yaml": 73_728}
+# 8 x (384 + 384), HF PEFT's count for all-MiniLM-L6-v2; rank 4 on all six projections: 6 layers x 4 x (4 x (384 +
+# 384) + 2 x (384 + 1536))); only they and the head train.
+PEFT_PARAMETERS = {"sst2_minilm_lora.yaml": 73_728, "sst2_minilm_lora_plus.yaml": 165_888}
 
 
 # Configs with a `distill:` section: the student's model (the teacher, configs/sst2_minilm.yaml, is all-MiniLM-L6-v2).

@@ -51,8 +51,8 @@ ROWS = {
     "lora_all_nodrop": {**_LORA_ALL, "peft.dropout": "0.0"},
     # LoRA+ (Hayou et al. 2024): B, which starts at zero, at 16 times A's rate; A at 2.5e-4 and B at 4e-3 keep
     # lora_all's 1e-3 as their geometric mean, and the head keeps lora_all's 1e-3 (4 x 2.5e-4).
-    "lora_all_plus": {**_LORA_ALL, "trainer.learning_rate": "2.5e-4",
-                      "trainer.learning_rate_multipliers.lora_b": "16", "trainer.learning_rate_multipliers.logits": "4"},
+    "lora_all_plus": {**_LORA_ALL, "trainer.learning_rate": "2.5e-4", "trainer.learning_rate_multipliers.lora_b": "16",
+                      "trainer.learning_rate_multipliers.logits": "4"},
     # LoRA with the LayerNorms trained too (what gained Pfeiffer 0.7 point at 4800 steps): 84,482 (0.37%) and,
     # on every projection, 176,642 (0.78%) parameters.
     "lora_ln": {**_LORA, **_LN},

@@ -152,7 +152,7 @@ class AdamW(keras.optimizers.AdamW):
                 "learning_rate_multipliers": self.learning_rate_multipliers}
 
     def _apply_weight_decay(self, variables):
-        """Keras' decoupled weight decay, scaled per variable by its layer factor, with the scheduled learning
+        """Keras' decoupled weight decay, scaled per variable by its learning-rate factor, with the scheduled learning
         rate computed once a step, not once a variable (Keras reads `self.learning_rate`, the whole schedule,
         inside its per-variable loop)."""
         import tensorflow as tf
@@ -215,7 +215,8 @@ def create_optimizer(trainer_config, pre_reduced=False):
     """Builds AdamW (no decay on LayerNorm and biases) on a `WarmupDecay` schedule from a TrainerConfig.
 
     Uses `learning_rate, steps, warmup_steps, decay, end_learning_rate, weight_decay, layer_decay,
-    learning_rate_multipliers, adam_beta_1, adam_beta_2, adam_epsilon, clip_norm, ema_momentum` and wraps in a LossScaleOptimizer for `mixed_float16`.
+    learning_rate_multipliers, adam_beta_1, adam_beta_2, adam_epsilon, clip_norm, ema_momentum` and wraps in a
+    LossScaleOptimizer for `mixed_float16`.
 
     Args:
         trainer_config: `tfm.training.config.TrainerConfig`.

@@ -117,8 +117,8 @@ def test_learning_rate_multipliers_reach_the_optimizer_and_bad_names_are_errors(
                                                    learning_rate_multipliers={"lora_b": 16.0}), pre_reduced)
         assert type(optimizer).from_config(optimizer.get_config()).learning_rate_multipliers == {"lora_b": 16.0}
         with keras.name_scope("update_query"):
-            a, b = keras.Variable(np.zeros((4, 2), "float32"), name="lora_a"), keras.Variable(
-                np.zeros((2, 4), "float32"), name="lora_b")
+            a = keras.Variable(np.zeros((4, 2), "float32"), name="lora_a")
+            b = keras.Variable(np.zeros((2, 4), "float32"), name="lora_b")
         optimizer.apply([tf.ones((4, 2)), tf.ones((2, 4))], [a, b])
         np.testing.assert_allclose(-a.numpy(), 1e-3, rtol=1e-3)  # the schedule's first rate, 1e-3 (epsilon aside)
         np.testing.assert_allclose(b.numpy() / a.numpy()[0, 0], 16.0, rtol=1e-6)

@@ -105,13 +105,7 @@ def named_multipliers(paths, multipliers):
     if unmatched:
         raise InputError(f"trainer.learning_rate_multipliers: {unmatched} match no trainable variable; "
                          f"variable paths look like {sorted(paths)[:3]}")
-    factors = []
-    for path in paths:
-        factor = 1.0
-        for key, value in multipliers.items():
-            factor *= float(value) if key in path else 1.0
-        factors.append(factor)
-    return factors
+    return [float(math.prod(value for key, value in multipliers.items() if key in path)) for path in paths]
 
 
 @keras.saving.register_keras_serializable(package="tfm")

@@ -64,6 +64,8 @@ ROWS = {
     # AdaLoRA with LoRA's dropout 0.1 on the low-rank branch's input (the rows above run without it; on LoRA, dropping
     # it cost 1.0 point at seed 0: lora_all_nodrop).
     "adalora_all_drop": {**_ADALORA_ALL, "peft.dropout": "0.1"},
+    # That with a fifth of HF's default orthogonality weight (0.5): a softer pull of P and Q toward orthonormal.
+    "adalora_all_drop_orth01": {**_ADALORA_ALL, "peft.dropout": "0.1", "peft.orth_reg_weight": "0.1"},
     # A smaller cut: the budget goes from rank 5 to an average of 4 (lora_all's rank) rather than 3.
     "adalora_all_t4": {**_ADALORA_ALL, "peft.target_rank": "4"},
     # HF PEFT's LoRA+ grouping applied to AdaLoRA: B and the zero-initialized singular values E (1-D) at 16x A's

@@ -33,6 +33,11 @@ _ADALORA = {"trainer.learning_rate": "1e-3", "peft.method": "adalora", "peft.ran
             "peft.alpha": "16", "peft.targets": "[query,value]", "peft.delta_t": "10", "peft.tinit": "{tinit}",
             "peft.tfinal": "{tfinal}"}
 _ADALORA_ALL = {**_ADALORA, "peft.rank": "5", "peft.target_rank": "3", "peft.alpha": "10", "peft.targets": _ALL}
+_ADALORA_DROP = {**_ADALORA_ALL, "peft.dropout": "0.1"}
+# LoRA+ (Hayou et al. 2024): B, which starts at zero, at 16 times A's rate; A at 2.5e-4 and B at 4e-3 keep 1e-3 as
+# their geometric mean, and the head keeps 1e-3 (4 x 2.5e-4).
+_PLUS = {"trainer.learning_rate": "2.5e-4", "trainer.learning_rate_multipliers.lora_b": "16",
+         "trainer.learning_rate_multipliers.logits": "4"}
 _HOULSBY = {"trainer.learning_rate": "1e-3", "peft.method": "houlsby", "peft.bottleneck_dim": "64"}
 _PFEIFFER = {**_HOULSBY, "peft.method": "pfeiffer"}
 ROWS = {
@@ -49,10 +54,8 @@ ROWS = {
     # rows end with a training loss of 0.16 to 0.27 where full fine-tuning ends at 0.07: they underfit).
     "lora_all_r5": {**_LORA_ALL, "peft.rank": "5", "peft.alpha": "10"},
     "lora_all_nodrop": {**_LORA_ALL, "peft.dropout": "0.0"},
-    # LoRA+ (Hayou et al. 2024): B, which starts at zero, at 16 times A's rate; A at 2.5e-4 and B at 4e-3 keep
-    # lora_all's 1e-3 as their geometric mean, and the head keeps lora_all's 1e-3 (4 x 2.5e-4).
-    "lora_all_plus": {**_LORA_ALL, "trainer.learning_rate": "2.5e-4", "trainer.learning_rate_multipliers.lora_b": "16",
-                      "trainer.learning_rate_multipliers.logits": "4"},
+    # LoRA+ rates around lora_all's 1e-3 (see _PLUS).
+    "lora_all_plus": {**_LORA_ALL, **_PLUS},
     # LoRA with the LayerNorms trained too (what gained Pfeiffer 0.7 point at 4800 steps): 84,482 (0.37%) and,
     # on every projection, 176,642 (0.78%) parameters.
     "lora_ln": {**_LORA, **_LN},
@@ -63,17 +66,14 @@ ROWS = {
     "adalora_all": _ADALORA_ALL,
     # AdaLoRA with LoRA's dropout 0.1 on the low-rank branch's input (the rows above run without it; on LoRA, dropping
     # it cost 1.0 point at seed 0: lora_all_nodrop).
-    "adalora_all_drop": {**_ADALORA_ALL, "peft.dropout": "0.1"},
+    "adalora_all_drop": _ADALORA_DROP,
     # That with a fifth of HF's default orthogonality weight (0.5): a softer pull of P and Q toward orthonormal.
-    "adalora_all_drop_orth01": {**_ADALORA_ALL, "peft.dropout": "0.1", "peft.orth_reg_weight": "0.1"},
+    "adalora_all_drop_orth01": {**_ADALORA_DROP, "peft.orth_reg_weight": "0.1"},
     # A smaller cut: the budget goes from rank 5 to an average of 4 (lora_all's rank) rather than 3.
     "adalora_all_t4": {**_ADALORA_ALL, "peft.target_rank": "4"},
     # HF PEFT's LoRA+ grouping applied to AdaLoRA: B and the zero-initialized singular values E (1-D) at 16x A's
     # rate, the head at 4x, as in lora_all_plus.
-    "adalora_all_plus": {**_ADALORA_ALL, "trainer.learning_rate": "2.5e-4",
-                         "trainer.learning_rate_multipliers.lora_b": "16",
-                         "trainer.learning_rate_multipliers.lora_e": "16",
-                         "trainer.learning_rate_multipliers.logits": "4"},
+    "adalora_all_plus": {**_ADALORA_ALL, **_PLUS, "trainer.learning_rate_multipliers.lora_e": "16"},
     "houlsby": _HOULSBY,
     # Houlsby puts two adapters in every layer, Pfeiffer one: half the rate for twice the modules.
     "houlsby_lr5e4": {**_HOULSBY, "trainer.learning_rate": "5e-4"},

@@ -33,9 +33,13 @@ def test_the_op_builds_here():
     assert kernels.load() is not None, kernels.unavailable_reason()
 
 
+# Rows 1, 2-8 and past 8 (the op's register tile holds 8 rows of x), columns in whole tiles of 32 and past them, K past
+# one 64-row chunk, odd output counts for the transposed layout (its tile is two columns).
 @pytest.mark.parametrize("lead,k,n,transpose", [((1,), 768, 1000, False), ((1,), 203, 40, False),
                                                 ((3,), 37, 513, False), ((2, 4), 100, 7, False), ((1,), 64, 1001, True),
-                                                ((5, 1), 33, 9, True), ((0,), 16, 4, False), ((2,), 0, 3, False)])
+                                                ((5, 1), 33, 9, True), ((0,), 16, 4, False), ((2,), 0, 3, False),
+                                                ((8,), 130, 96, False), ((9,), 200, 70, False), ((2, 9), 65, 33, False),
+                                                ((8,), 130, 97, True), ((12,), 40, 31, True), ((4, 1), 768, 64, True)])
 def test_int8_matmul_op_equals_numpy(lead, k, n, transpose):
     rng = np.random.default_rng(sum(lead) + k + n)
     x = rng.normal(size=lead + (k,)).astype("float32")
@@ -116,18 +120,19 @@ def test_weight_only_op_path_equals_the_portable_path():
 @pytest.mark.parametrize("mode", ["int8", "int8_weight_only"])
 def test_quantized_generation_save_and_load(mode, tmp_path):
     task = _gpt()
-    x = _inputs()
+    x = _inputs(batch=9)  # rows 0-1 go together, row 0 alone, all nine together
     float_logits = task(x).numpy()
     tfm.compression.quantize(task, mode)
     logits = task(x).numpy()
     assert np.abs(logits - float_logits).max() < 0.1 * np.abs(float_logits).max()
-    out = task.generate(x["token_ids"], max_new_tokens=5)
+    nine = task.generate(x["token_ids"], max_new_tokens=5)
+    out = task.generate(x["token_ids"][:2], max_new_tokens=5)
     one_row = task.generate(x["token_ids"][:1], max_new_tokens=5)
     function = task.generate_function(5)
     if mode == "int8":
         assert function.function_spec.jit_compile is True
-    else:  # weight-only decodes one row outside XLA (tfm's op), two rows in XLA: one trace each
-        assert function.outside_xla.experimental_get_tracing_count() == 1
+    else:  # weight-only decodes up to 8 rows outside XLA (tfm's op; 2 and 1 row: a trace each), 9 rows in XLA
+        assert function.outside_xla.experimental_get_tracing_count() == 2
         assert function.compiled.experimental_get_tracing_count() == 1
         assert function.compiled.function_spec.jit_compile and not function.outside_xla.function_spec.jit_compile
     # The loop's tokens equal a step-by-step greedy decode of the full forward pass.
@@ -135,8 +140,11 @@ def test_quantized_generation_save_and_load(mode, tmp_path):
     for _ in range(5):
         step = task({"token_ids": tokens, "padding_mask": np.ones_like(tokens)}).numpy()
         tokens = np.concatenate([tokens, step[:, -1].argmax(-1)[:, None].astype("int32")], axis=1)
-    np.testing.assert_array_equal(out["token_ids"], tokens)
+    np.testing.assert_array_equal(nine["token_ids"], tokens)
+    np.testing.assert_array_equal(out["token_ids"], tokens[:2])
     np.testing.assert_array_equal(one_row["token_ids"], tokens[:1])
+    x = {key: value[:2] for key, value in x.items()}
+    logits = task(x).numpy()
     task.save(tmp_path / "q.keras")
     loaded = keras.saving.load_model(tmp_path / "q.keras")
     assert loaded.quantization == mode and loaded.backbone.token_embedding.embeddings.dtype == "int8"

@@ -58,15 +58,18 @@ def quantize(task, mode):
     return task
 
 
+MAX_ROWS_OUTSIDE_XLA = 8  # the int8 op's register tile (AVX-512; 4 rows on AVX2, then two passes)
+
+
 def decodes_outside_xla(task, batch_size):
     """Whether `task`'s generate loop for `batch_size` rows runs outside XLA: int8 weight-only weights, the op
-    available here, and one row. A batch-1 step is a weight read, which the op streams as int8 bytes: 122 tokens/s
-    against XLA's 69.4. With 8 rows the products are compute, and XLA decodes 360 tokens/s against the op path's
-    139, which pays TensorFlow's per-op dispatch on every op of the step (2-core AMD EPYC, `tfm bench --cases
-    generate_b8_int8` before and after this rule, batch 1 with and without `TFM_KERNELS=0`)."""
+    available here, and at most 8 rows (the op's register tile). A few rows' step is a weight read, which the op
+    streams as int8 bytes into all rows at once; XLA's dequantize-and-dot is float32's speed at best. On a 2-core
+    AMD EPYC (GPT-2 small, 16 + 64 tokens, a day its memory read 25 GB/s) the loop outside XLA stepped in 14 /
+    28 / 35 ms at batch 1 / 4 / 8 against XLA's 19 / 31 / 39, and in 58 against 51 ms at batch 16."""
     from tfm import kernels
 
-    return (getattr(task, "quantization", None) == "int8_weight_only" and batch_size == 1
+    return (getattr(task, "quantization", None) == "int8_weight_only" and batch_size <= MAX_ROWS_OUTSIDE_XLA
             and kernels.active() is not None)
 
 

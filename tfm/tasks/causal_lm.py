@@ -62,7 +62,7 @@ class CausalLM(Task):
 
     def generate_function(self, max_new_tokens, sampler="greedy", stop_token_ids=None, pad_token_id=0):
         """The cached `fn(token_ids, padding_mask, seed)` behind `generate` (for export/benchmarks): XLA-compiled,
-        except that an int8 weight-only model decodes one row outside XLA on tfm's op (`.outside_xla`, `.compiled`).
+        except that an int8 weight-only model decodes up to 8 rows outside XLA on tfm's op (`.outside_xla`, `.compiled`).
 
         One function per `(max_new_tokens, sampler config, stop ids, pad id)`; it retraces only
         for a new input shape. See `tfm.tasks.generation.build_generate_function` (its loop,

@@ -53,8 +53,8 @@ def build_generate_function(model, sampler, max_new_tokens, stop_token_ids=(), p
 
     Returns `{"token_ids", "padding_mask"}`, both `(B, T + max_new_tokens)` int32. Each row gets at most
     `max_new_tokens` new tokens after its own prompt and stops after a stop token; later positions hold
-    `pad_token_id` with mask 0. Traces once per input shape. An int8 weight-only model with tfm's op decodes a
-    single row outside XLA (`decodes_outside_xla`); the function then carries both, as `.outside_xla` and
+    `pad_token_id` with mask 0. Traces once per input shape. An int8 weight-only model with tfm's op decodes up to
+    8 rows outside XLA (`decodes_outside_xla`); the function then carries both, as `.outside_xla` and
     `.compiled`.
 
     Args:
@@ -66,21 +66,26 @@ def build_generate_function(model, sampler, max_new_tokens, stop_token_ids=(), p
     """
     from tfm.compression.quantization import decodes_outside_xla
 
-    decoder = Decoder(model, max_new_tokens, stop_token_ids, pad_token_id)
+    def generate_with(decoder):
+        def generate(token_ids, padding_mask, seed):
+            if isinstance(sampler, BeamSampler):
+                tokens, mask = decoder.beam_search(token_ids, padding_mask, sampler.num_beams)
+            else:
+                tokens, mask = decoder.sample(token_ids, padding_mask, sampler, seed)
+            return {"token_ids": tokens, "padding_mask": mask}
 
-    def generate(token_ids, padding_mask, seed):
-        if isinstance(sampler, BeamSampler):
-            tokens, mask = decoder.beam_search(token_ids, padding_mask, sampler.num_beams)
-        else:
-            tokens, mask = decoder.sample(token_ids, padding_mask, sampler, seed)
-        return {"token_ids": tokens, "padding_mask": mask}
+        return generate
 
     options = dict(autograph=False, reduce_retracing=False)
-    compiled = tf.function(generate, jit_compile=True, **options)
+    compiled = tf.function(generate_with(Decoder(model, max_new_tokens, stop_token_ids, pad_token_id)),
+                           jit_compile=True, **options)
     if not decodes_outside_xla(model, 1):
         return compiled
-    # An int8 weight-only model decodes one row outside XLA, where its products stream int8 bytes (`tfm.kernels`).
-    outside = tf.function(generate, jit_compile=False, **options)
+    # An int8 weight-only model decodes a few rows outside XLA, where its products stream int8 bytes
+    # (`tfm.kernels`); the prompt pass, all prompt positions at once, stays one XLA cluster inside that loop.
+    decoder = Decoder(model, max_new_tokens, stop_token_ids, pad_token_id)
+    decoder.prefill = tf.function(decoder.prefill, jit_compile=True, **options)
+    outside = tf.function(generate_with(decoder), jit_compile=False, **options)
 
     def generate_fn(token_ids, padding_mask, seed):
         use = outside if decodes_outside_xla(model, token_ids.shape[0]) else compiled

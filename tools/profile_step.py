@@ -2,10 +2,11 @@
 
 Builds a `tfm bench` training case (random weights, one repeated batch), warms the Trainer step up, traces a few
 steps with TensorFlow's profiler and sums the host op events of the trace by op type. A generation case
-(`generate_b8_int8`, ...) traces whole greedy `generate` calls instead, on the loop outside XLA (`--path outside`,
-an int8 weight-only model's) or the compiled one (`--path xla`), and reports per generated position. Prints the top rows, each
-with its share of all op time and a class: `matmul` (MatMul / BatchMatMul / Einsum / fused matmuls) or what
-else it is (elementwise, normalization, softmax, casts, the optimizer update, data movement).
+(`generate_b8_int8`, ...) traces whole greedy `generate` calls instead, on the loop outside XLA (`--path
+outside`, an int8 weight-only model's) or the compiled one (`--path xla`), and reports per generated position.
+Prints the top rows, each with its share of all op time and a class: `matmul` (MatMul / BatchMatMul / Einsum /
+fused matmuls) or what else it is (elementwise, normalization, softmax, casts, the optimizer update, data
+movement).
 
     python tools/profile_step.py --case train_bert_base --precision bf16 --steps 3
     python tools/profile_step.py --case train_bert_base --path fit --precision float32 --xla   # fit, XLA: one op

@@ -152,6 +152,17 @@ def test_quantized_generation_save_and_load(mode, tmp_path):
     np.testing.assert_array_equal(loaded.generate(x["token_ids"], max_new_tokens=5)["token_ids"], out["token_ids"])
 
 
+def test_weight_only_beam_search_outside_xla_equals_the_compiled_loop():
+    task = tfm.compression.quantize(_gpt(), "int8_weight_only")
+    x = _inputs(batch=3)
+    function = task.generate_function(6, sampler="beam")
+    args = (tf.constant(x["token_ids"]), tf.constant(x["padding_mask"]), tf.constant([0, 0], tf.int64))
+    outside, compiled = function.outside_xla(*args), function.compiled(*args)  # 3 rows x 5 beams (the default)
+    np.testing.assert_array_equal(outside["token_ids"].numpy(), compiled["token_ids"].numpy())
+    np.testing.assert_array_equal(outside["padding_mask"].numpy(), compiled["padding_mask"].numpy())
+    assert outside["token_ids"].shape == (3, 12)
+
+
 def test_lora_trains_on_a_quantized_base_and_leaves_the_int8_weights_alone():
     task = _gpt()
     tfm.compression.quantize(task, "int8_weight_only")

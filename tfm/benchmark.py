@@ -119,7 +119,8 @@ def flops_per_token(case, config):
 
 # ------------------------------------------------------------------------------------------------ models, data
 def build_models(case, config):
-    """`(tfm task, KerasHub task)` with random weights and identical hyperparameters (global dtype policy)."""
+    """`(tfm task, KerasHub task)` with random weights and identical hyperparameters (global dtype policy); tfm's
+    weights in `case.weights` (KerasHub's stay float32)."""
     import keras_hub
 
     from tfm.models import BertBackbone, GptBackbone
@@ -132,6 +133,10 @@ def build_models(case, config):
     else:
         ours = CausalLM(GptBackbone(**config))
         theirs = keras_hub.models.GPT2CausalLM(keras_hub.models.GPT2Backbone(**config), preprocessor=None)
+    if case.weights != "float32":
+        from tfm.compression import quantize
+
+        quantize(ours, case.weights)
     return ours, theirs
 
 
@@ -236,10 +241,6 @@ def run_case(case, tiny=False, dtype="float32", warmup=1, log=print, bf16_fit=Fa
     keras.utils.set_random_seed(0)
     config = model_config(case, tiny)
     ours, theirs = build_models(case, config)
-    if case.weights != "float32":
-        from tfm.compression import quantize
-
-        quantize(ours, case.weights)
     cleanup = []
     if case.new_tokens:
         rng = np.random.default_rng(0)

@@ -97,10 +97,7 @@ def generate_side(model, case, config, path):
     import tensorflow as tf
 
     from tfm.benchmark_sides import Side
-    from tfm.compression import quantize
 
-    if case.weights != "float32":
-        quantize(model, case.weights)
     function = model.generate_function(case.new_tokens)
     loop = getattr(function, "outside_xla" if path == "outside" else "compiled", function)
     if path == "outside" and loop is function:

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 namespace tfm {
 
@@ -73,6 +74,24 @@ static inline FloatVec LoadFloats(const float* p) {
 }
 static inline void StoreFloats(float* p, FloatVec v) { std::memcpy(p, &v, sizeof v); }
 
+// Calls f(std::integral_constant<int, R>()) for R = rows, 1 <= rows <= kMaxRows: the tiles' row count is a
+// compile-time constant, so their accumulators live in registers.
+template <typename F>
+static void WithRows(int64_t rows, F f) {
+  switch (rows) {
+    case 1: return f(std::integral_constant<int, 1>());
+    case 2: return f(std::integral_constant<int, 2>());
+    case 3: return f(std::integral_constant<int, 3>());
+    case 4: return f(std::integral_constant<int, 4>());
+#if defined(__AVX512F__)
+    case 5: return f(std::integral_constant<int, 5>());
+    case 6: return f(std::integral_constant<int, 6>());
+    case 7: return f(std::integral_constant<int, 7>());
+    case 8: return f(std::integral_constant<int, 8>());
+#endif
+  }
+}
+
 // acc[r, j:j+2*kLanes] += x[r, k0:k1] @ w[k0:k1, j:j+2*kLanes] for R rows.
 template <int R>
 static void RowsTile(const float* x, const int8_t* w, float* acc, int64_t K, int64_t N, int64_t k0, int64_t k1,
@@ -119,7 +138,7 @@ static void RowsBlock(const float* x, const int8_t* w, float* acc, int64_t K, in
 }
 
 // acc[m, :] += x[m, k0:k1] @ w[k0:k1, :] for w [K, N]: rows k0..k1 of w are one contiguous stretch of memory.
-// Several rows of x go through the register tiles kMaxRows at a time (each group reads the stretch once).
+// Several rows of x go through the register tiles kMaxRows at a time, chunk by chunk of the stretch.
 void Int8RowMajorRows(const float* x, const int8_t* w, float* acc, int64_t M, int64_t K, int64_t N, int64_t k0,
                       int64_t k1) {
   if (M == 1) return RowMajorOneRow(x, w, acc, N, k0, k1);
@@ -129,18 +148,8 @@ void Int8RowMajorRows(const float* x, const int8_t* w, float* acc, int64_t M, in
     for (int64_t m = 0; m < M; m += kMaxRows) {
       const float* xm = x + m * K;
       float* am = acc + m * N;
-      switch (std::min<int64_t>(kMaxRows, M - m)) {
-        case 1: RowsBlock<1>(xm, w, am, K, N, kc, kend); break;
-        case 2: RowsBlock<2>(xm, w, am, K, N, kc, kend); break;
-        case 3: RowsBlock<3>(xm, w, am, K, N, kc, kend); break;
-        case 4: RowsBlock<4>(xm, w, am, K, N, kc, kend); break;
-#if defined(__AVX512F__)
-        case 5: RowsBlock<5>(xm, w, am, K, N, kc, kend); break;
-        case 6: RowsBlock<6>(xm, w, am, K, N, kc, kend); break;
-        case 7: RowsBlock<7>(xm, w, am, K, N, kc, kend); break;
-        case 8: RowsBlock<8>(xm, w, am, K, N, kc, kend); break;
-#endif
-      }
+      WithRows(std::min<int64_t>(kMaxRows, M - m),
+               [&](auto rows) { RowsBlock<decltype(rows)::value>(xm, w, am, K, N, kc, kend); });
     }
   }
 }
@@ -209,18 +218,9 @@ void Int8TransposedRows(const float* x, const int8_t* w, const float* scale, flo
     for (int64_t m = 0; m < M; m += kMaxRows) {
       const float* xm = x + m * K;
       float* ym = y + m * N;
-      switch (std::min<int64_t>(kMaxRows, M - m)) {
-        case 1: TransposedBlock<1>(xm, w, scale, ym, K, N, jc, jend); break;
-        case 2: TransposedBlock<2>(xm, w, scale, ym, K, N, jc, jend); break;
-        case 3: TransposedBlock<3>(xm, w, scale, ym, K, N, jc, jend); break;
-        case 4: TransposedBlock<4>(xm, w, scale, ym, K, N, jc, jend); break;
-#if defined(__AVX512F__)
-        case 5: TransposedBlock<5>(xm, w, scale, ym, K, N, jc, jend); break;
-        case 6: TransposedBlock<6>(xm, w, scale, ym, K, N, jc, jend); break;
-        case 7: TransposedBlock<7>(xm, w, scale, ym, K, N, jc, jend); break;
-        case 8: TransposedBlock<8>(xm, w, scale, ym, K, N, jc, jend); break;
-#endif
-      }
+      WithRows(std::min<int64_t>(kMaxRows, M - m), [&](auto rows) {
+        TransposedBlock<decltype(rows)::value>(xm, w, scale, ym, K, N, jc, jend);
+      });
     }
   }
 }

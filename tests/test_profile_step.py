@@ -42,13 +42,14 @@ def test_owner_scopes_of_real_op_names():
     assert profile_step.op_class("Cast") == "cast" and profile_step.op_class("_MklBatchMatMulV2") == "matmul"
 
 
-def test_a_generation_case_profiles_the_int8_loop_outside_xla(capsys):
-    # float32: the op takes float32 inputs (tests/compression asserts it builds here).
-    profile_step.main(["--case", "generate_b8_int8", "--tiny", "--precision", "float32", "--steps", "1", "--top", "40"])
+@pytest.mark.parametrize("case", ["generate_b8_int8", "generate_b8_w8a8"])
+def test_a_generation_case_profiles_the_int8_loop_outside_xla(case, capsys):
+    # float32: the op takes float32 inputs (tests/compression asserts it builds here). Weight-only and W8A8 alike.
+    profile_step.main(["--case", case, "--tiny", "--precision", "float32", "--steps", "1", "--top", "40"])
     out = capsys.readouterr().out
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in out.splitlines() if line.startswith("| ")}
     # Toy GPT: 2 layers of 4 products plus the LM head = 9 op calls per loop step, 7 steps for 8 new tokens, and
     # one LM head call for the first token (from the prompt pass's last position; the prompt pass itself is an XLA
     # cluster, without the op): 64 calls over 8 positions.
     assert float(rows["TfmInt8MatMul"][-1].strip(" |")) == pytest.approx(64 / 8)
-    assert "generate_b8_int8, outside" in out
+    assert f"{case}, outside" in out

@@ -80,6 +80,10 @@ CASES = {
              weights="int8_weight_only"),
         Case("generate_b8_int8", "gpt", "gpt2_small", batch_size=8, sequence_length=16, new_tokens=64, repeats=3,
              weights="int8_weight_only"),
+        Case("generate_b1_w8a8", "gpt", "gpt2_small", batch_size=1, sequence_length=16, new_tokens=64, repeats=5,
+             weights="int8"),
+        Case("generate_b8_w8a8", "gpt", "gpt2_small", batch_size=8, sequence_length=16, new_tokens=64, repeats=3,
+             weights="int8"),
     )
 }
 

@@ -1,4 +1,4 @@
-"""int8 quantization: the op against numpy, quantized layers within the int8 error bound, W8A8 against a numpy
+"""int8 quantization: the op against numpy (W8A8: against Keras' quantizer, bit for bit), quantized layers within the int8 error bound, W8A8 against a numpy
 W8A8, the op path against the portable (XLA) path, generation outside XLA, QLoRA training, save/load."""
 
 import keras
@@ -50,6 +50,27 @@ def test_int8_matmul_op_equals_numpy(lead, k, n, transpose):
     got = kernels.int8_matmul(x, w, scale, transpose_w=transpose).numpy()
     assert got.shape == lead + (n,)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(x).sum(axis=-1).max(initial=1)))
+
+
+# W8A8: one row (the streaming loop), groups of up to 4 rows and past them, whole 64-column tiles and the columns
+# past them, K not a multiple of 4 (rows past vpdpbusd's groups of four) and of 64 (the transposed tail).
+@pytest.mark.parametrize("lead,k,n,transpose", [((1,), 768, 2304, False), ((1,), 130, 200, False),
+                                                ((3,), 256, 128, False), ((9,), 66, 64, False), ((2, 3), 7, 3, False),
+                                                ((8,), 768, 96, False), ((1,), 768, 1001, True), ((5,), 100, 33, True),
+                                                ((2, 4), 64, 7, True)])
+def test_w8a8_op_equals_keras_quantizer_and_an_integer_product(lead, k, n, transpose):
+    rng = np.random.default_rng(sum(lead) + k + n)
+    x = rng.normal(size=lead + (k,)).astype("float32") * 3.0
+    x[..., 0] = 40.0  # an outlier channel, as GPT-2's hidden states have
+    w = rng.integers(-127, 128, (n, k) if transpose else (k, n)).astype("int8")
+    scale = rng.uniform(10.0, 200.0, n).astype("float32")
+    x_q, x_scale = keras.quantizers.abs_max_quantize(x, axis=-1)  # Keras' own W8A8 input quantizer
+    dense = (w.T if transpose else w).astype(np.int64)
+    product = (np.asarray(x_q).astype(np.int64) @ dense).astype("float32")  # exact in int64, then as Keras casts
+    expected = product / (scale * np.asarray(x_scale))
+    got = kernels.int8_matmul(x, w, scale, transpose_w=transpose, quantize_x=True).numpy()
+    assert got.shape == lead + (n,)
+    np.testing.assert_array_equal(got, expected)  # integer sums: bit for bit
 
 
 def test_int8_matmul_op_gradient_is_the_dequantized_kernels():
@@ -105,9 +126,10 @@ def test_w8a8_lm_head_equals_a_numpy_w8a8():
     np.testing.assert_allclose(embedding(ids).numpy()[0], w_q[[0, 5, 63]] / w_scale[[0, 5, 63], None], rtol=1e-6)
 
 
-def test_weight_only_op_path_equals_the_portable_path():
+@pytest.mark.parametrize("mode", ["int8", "int8_weight_only"])
+def test_op_path_equals_the_portable_path(mode):
     task = _gpt()
-    tfm.compression.quantize(task, "int8_weight_only")
+    tfm.compression.quantize(task, mode)
     x = _inputs()
     eager = task(x).numpy()  # outside XLA: the op
     compiled = tf.function(lambda inputs: task(inputs), jit_compile=True)(x).numpy()  # XLA: dequantize + dot
@@ -129,12 +151,10 @@ def test_quantized_generation_save_and_load(mode, tmp_path):
     out = task.generate(x["token_ids"][:2], max_new_tokens=5)
     one_row = task.generate(x["token_ids"][:1], max_new_tokens=5)
     function = task.generate_function(5)
-    if mode == "int8":
-        assert function.function_spec.jit_compile is True
-    else:  # weight-only decodes up to 8 rows outside XLA (tfm's op; 2 and 1 row: a trace each), 9 rows in XLA
-        assert function.outside_xla.experimental_get_tracing_count() == 2
-        assert function.compiled.experimental_get_tracing_count() == 1
-        assert function.compiled.function_spec.jit_compile and not function.outside_xla.function_spec.jit_compile
+    # Both modes decode up to 8 rows outside XLA (tfm's op; 2 and 1 row: a trace each), 9 rows in XLA.
+    assert function.outside_xla.experimental_get_tracing_count() == 2
+    assert function.compiled.experimental_get_tracing_count() == 1
+    assert function.compiled.function_spec.jit_compile and not function.outside_xla.function_spec.jit_compile
     # The loop's tokens equal a step-by-step greedy decode of the full forward pass.
     tokens = x["token_ids"]
     for _ in range(5):
@@ -152,8 +172,9 @@ def test_quantized_generation_save_and_load(mode, tmp_path):
     np.testing.assert_array_equal(loaded.generate(x["token_ids"], max_new_tokens=5)["token_ids"], out["token_ids"])
 
 
-def test_weight_only_beam_search_outside_xla_equals_the_compiled_loop():
-    task = tfm.compression.quantize(_gpt(), "int8_weight_only")
+@pytest.mark.parametrize("mode", ["int8", "int8_weight_only"])
+def test_beam_search_outside_xla_equals_the_compiled_loop(mode):
+    task = tfm.compression.quantize(_gpt(), mode)
     x = _inputs(batch=3)
     function = task.generate_function(6, sampler="beam")
     args = (tf.constant(x["token_ids"]), tf.constant(x["padding_mask"]), tf.constant([0, 0], tf.int64))

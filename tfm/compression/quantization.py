@@ -1,7 +1,8 @@
 """int8 weights for tfm models: per-output-channel symmetric int8 with float scales, in two modes.
 
 - `"int8"`: W8A8 dynamic, Keras' `quantize("int8")`: each input row is quantized to int8 at run time (abs-max
-  per token), the product accumulates in int32 and is rescaled by both scales.
+  per token), the product accumulates in int32 and is rescaled by both scales. Outside XLA it runs on
+  `tfm.kernels`' op (byte dot products, AVX512-VNNI where present), bit for bit Keras' result.
 - `"int8_weight_only"`: the activations stay float; the int8 weight is rescaled after the product. Outside XLA
   (the int8 decode loop, eager calls) it runs on `tfm.kernels`' op, which streams int8 bytes.
 
@@ -62,14 +63,15 @@ MAX_ROWS_OUTSIDE_XLA = 8  # the int8 op's register tile (AVX-512; 4 rows on AVX2
 
 
 def decodes_outside_xla(task, batch_size):
-    """Whether `task`'s generate loop for `batch_size` rows runs outside XLA: int8 weight-only weights, the op
+    """Whether `task`'s generate loop for `batch_size` rows runs outside XLA: int8 weights (either mode), the op
     available here, and at most 8 rows (the op's register tile). A few rows' step is a weight read, which the op
-    streams as int8 bytes into all rows at once; XLA's dequantize-and-dot is float32's speed at best. On a 2-core
+    streams as int8 bytes into all rows at once; XLA's dequantize-and-dot is float32's speed at best, and its
+    int8 x int8 dot (W8A8) slower still. On a 2-core
     AMD EPYC (GPT-2 small, 16 + 64 tokens, a day its memory read 25 GB/s) the loop outside XLA stepped in 14 /
     28 / 35 ms at batch 1 / 4 / 8 against XLA's 19 / 31 / 39, and in 58 against 51 ms at batch 16."""
     from tfm import kernels
 
-    return (getattr(task, "quantization", None) == "int8_weight_only" and batch_size <= MAX_ROWS_OUTSIDE_XLA
+    return (getattr(task, "quantization", None) in MODES and batch_size <= MAX_ROWS_OUTSIDE_XLA
             and kernels.active() is not None)
 
 

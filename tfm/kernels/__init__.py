@@ -22,7 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-_SOURCES = ("int8_matmul_loops.cc", "int8_matmul_op.cc", "int8_matmul.h")
+_SOURCES = ("int8_matmul_loops.cc", "int8_dynamic_loops.cc", "int8_matmul_op.cc", "int8_matmul.h")
 _LOOP_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros",
                "-fno-trapping-math"]
 _lock = threading.Lock()
@@ -60,12 +60,14 @@ def _build(tf, target):
     here = Path(__file__).parent
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
-        loops, op, library = Path(work, "loops.o"), Path(work, "op.o"), Path(work, target.name)
+        loops, dynamic = Path(work, "loops.o"), Path(work, "dynamic.o")
+        op, library = Path(work, "op.o"), Path(work, target.name)
         steps = [
             [compiler, "-c", "-fPIC", *_LOOP_FLAGS, str(here / "int8_matmul_loops.cc"), "-o", str(loops)],
+            [compiler, "-c", "-fPIC", *_LOOP_FLAGS, str(here / "int8_dynamic_loops.cc"), "-o", str(dynamic)],
             [compiler, "-c", "-fPIC", "-O2", "-w", *tf.sysconfig.get_compile_flags(), str(here / "int8_matmul_op.cc"),
              "-o", str(op)],
-            [compiler, "-shared", str(loops), str(op), "-o", str(library), *tf.sysconfig.get_link_flags()],
+            [compiler, "-shared", str(loops), str(dynamic), str(op), "-o", str(library), *tf.sysconfig.get_link_flags()],
         ]
         for step in steps:
             done = subprocess.run(step, capture_output=True, text=True)
@@ -142,9 +144,13 @@ def _not_converted(function):
 
 
 @_not_converted
-def int8_matmul(x, w, scale, transpose_w=False):
+def int8_matmul(x, w, scale, transpose_w=False, quantize_x=False, epsilon=1e-7):
     """`(x @ w) / scale` with `x` float32 `(..., K)`, `w` int8 `(K, N)` (or `(N, K)` with `transpose_w`) and
     `scale` float32 `(N,)` (Keras' convention: the quantized kernel is `w_float * scale`); `(..., N)` float32.
+
+    With `quantize_x` (W8A8 dynamic, Keras' `int8` mode) each row of `x` is first quantized as
+    `keras.quantizers.abs_max_quantize(x, axis=-1, epsilon=epsilon)` does, the products are summed exactly in int32
+    and divided by both scales: Keras' `Dense` int8 call, with AVX512-VNNI byte dot products where the CPU has them.
 
     Example:
     >>> import numpy as np
@@ -157,4 +163,4 @@ def int8_matmul(x, w, scale, transpose_w=False):
     module = active()
     if module is None:
         raise RuntimeError(f"tfm's int8 kernel is unavailable: {unavailable_reason()}")
-    return module.tfm_int8_mat_mul(x, w, scale, transpose_w=transpose_w)
+    return module.tfm_int8_mat_mul(x, w, scale, transpose_w=transpose_w, quantize_x=quantize_x, epsilon=epsilon)

@@ -11,4 +11,16 @@ void Int8RowMajorRows(const float* x, const int8_t* w, float* acc, int64_t M, in
 void Int8TransposedRows(const float* x, const int8_t* w, const float* scale, float* y, int64_t M, int64_t K,
                         int64_t N, int64_t j0, int64_t j1);
 
+// W8A8 dynamic (int8_dynamic_loops.cc). Each row of x [M, K] to int8 as keras.quantizers.abs_max_quantize:
+// q = clip(round(x * s), -127, 127), s = 127 / (max|x| + epsilon); sums[m] = sum of q's row m.
+void QuantizeRows(const float* x, int8_t* q, float* scale, int32_t* sums, int64_t M, int64_t K, float epsilon);
+// acc [M, N] int32 += sum over k0 <= k < k1 of q[m, k] * (w[k, j] + 128), w [K, N]; column j is stored at
+// position DynamicColumn(j, N) of acc's row (a permutation that is its own inverse).
+void Int8DynamicRowMajor(const int8_t* q, const int8_t* w, int32_t* acc, int64_t M, int64_t K, int64_t N, int64_t k0,
+                         int64_t k1);
+int64_t DynamicColumn(int64_t s, int64_t N);
+// y[m, j] = q[m] . w[j] / (w_scale[j] * x_scale[m]) for w [N, K], columns j0..j1.
+void Int8DynamicTransposed(const int8_t* q, const int8_t* w, const float* w_scale, const float* x_scale,
+                           const int32_t* sums, float* y, int64_t M, int64_t K, int64_t N, int64_t j0, int64_t j1);
+
 }  // namespace tfm

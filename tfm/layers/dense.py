@@ -24,11 +24,17 @@ def fusion_barrier(x):
     return xla.optimization_barrier(x)[0], lambda upstream: upstream
 
 
-def int8_kernel_usable(inputs):
-    """Whether an int8 weight-only product on `inputs` runs on `tfm.kernels`' op: float32 inputs, outside XLA,
-    the op built on this machine and not inside `tfm.kernels.portable()`."""
+def int8_kernel_usable(inputs, inputs_quantizer=None):
+    """Whether an int8 product on `inputs` runs on `tfm.kernels`' op: float32 inputs, outside XLA, the op built on
+    this machine and not inside `tfm.kernels.portable()`; for W8A8 (an `inputs_quantizer`), Keras' default
+    per-row abs-max quantizer to [-127, 127], which the op reproduces exactly."""
     from tfm import kernels
 
+    if inputs_quantizer is not None and not (
+            isinstance(inputs_quantizer, keras.quantizers.AbsMaxQuantizer)
+            and tuple(inputs_quantizer.value_range) == (-127, 127) and inputs_quantizer.axis in (None, (-1,))
+            and inputs_quantizer.output_dtype == "int8"):
+        return False
     return inputs.dtype == "float32" and not compiling_with_xla() and kernels.active() is not None
 
 
@@ -42,8 +48,8 @@ class Dense(keras.layers.Dense):
     """`keras.layers.Dense` that, for a single input row under XLA, adds the bias outside the dot's fusion.
 
     With a `tfm.peft` update attached (`peft`), its low-rank output is added to the projection. Quantized by
-    `tfm.compression` (Keras' int8 machinery: Keras then calls `quantized_call`), its int8 weight-only product
-    runs on `tfm.kernels`' op outside XLA, and a PEFT update trains on the dequantized base (QLoRA-style).
+    `tfm.compression` (Keras' int8 machinery: Keras then calls `quantized_call`), its int8 product (weight-only or
+    W8A8) runs on `tfm.kernels`' op outside XLA, and a PEFT update trains on the dequantized base (QLoRA-style).
 
     XLA on CPU fuses a vector-matrix dot with its bias add into one loop ("output fusion"), and that fused
     loop reads the kernel about 20% slower than the plain dot does; batch-1 decoding is exactly this
@@ -78,10 +84,12 @@ class Dense(keras.layers.Dense):
                 x = ops.add(x, self.bias)
             x = ops.add(x, self.peft(inputs, training=training))
             return x if self.activation is None else self.activation(x)
-        if self.quantization_mode == "int8" and self.inputs_quantizer is None and int8_kernel_usable(inputs):
-            from tfm import kernels  # int8 weight-only, outside XLA: the op streams the int8 bytes
+        if self.quantization_mode == "int8" and int8_kernel_usable(inputs, self.inputs_quantizer):
+            from tfm import kernels  # outside XLA: the op streams the int8 bytes (W8A8: int8 byte dot products)
 
-            x = kernels.int8_matmul(inputs, self._kernel, self.kernel_scale)
+            epsilon = None if self.inputs_quantizer is None else self.inputs_quantizer.epsilon
+            x = kernels.int8_matmul(inputs, self._kernel, self.kernel_scale, quantize_x=epsilon is not None,
+                                    epsilon=epsilon or 0.0)
             if self.bias is not None:
                 x = x + self.bias
             return x if self.activation is None else self.activation(x)

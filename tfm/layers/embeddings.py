@@ -71,10 +71,11 @@ class TokenEmbedding(keras.layers.Layer):
             ids = ops.cast(inputs, "int32")
             rows = ops.cast(ops.take(self.embeddings, ids, axis=0), self.compute_dtype)
             return rows / ops.expand_dims(ops.cast(ops.take(self.embeddings_scale, ids, axis=0), rows.dtype), -1)
-        if self.quantized == "int8_weight_only" and int8_kernel_usable(inputs):
-            from tfm import kernels
+        if int8_kernel_usable(inputs):
+            from tfm import kernels  # W8A8 as below: Keras' abs-max rows, reproduced exactly by the op
 
-            return kernels.int8_matmul(inputs, self.embeddings, self.embeddings_scale, transpose_w=True)
+            return kernels.int8_matmul(inputs, self.embeddings, self.embeddings_scale, transpose_w=True,
+                                       quantize_x=self.quantized == "int8", epsilon=keras.config.epsilon())
         flat = tf.reshape(inputs, [-1, self.hidden_dim])
         scale = tf.cast(self.embeddings_scale, flat.dtype)
         if self.quantized == "int8":  # W8A8: each row of hidden states to int8 (Keras' abs-max), int32 accumulation

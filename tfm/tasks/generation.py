@@ -53,7 +53,7 @@ def build_generate_function(model, sampler, max_new_tokens, stop_token_ids=(), p
 
     Returns `{"token_ids", "padding_mask"}`, both `(B, T + max_new_tokens)` int32. Each row gets at most
     `max_new_tokens` new tokens after its own prompt and stops after a stop token; later positions hold
-    `pad_token_id` with mask 0. Traces once per input shape. An int8 weight-only model with tfm's op decodes up to
+    `pad_token_id` with mask 0. Traces once per input shape. An int8 model with tfm's op decodes up to
     8 rows outside XLA (`decodes_outside_xla`); the function then carries both, as `.outside_xla` and
     `.compiled`.
 
@@ -81,7 +81,7 @@ def build_generate_function(model, sampler, max_new_tokens, stop_token_ids=(), p
                            jit_compile=True, **options)
     if not decodes_outside_xla(model, 1):
         return compiled
-    # An int8 weight-only model decodes a few rows outside XLA, where its products stream int8 bytes
+    # An int8 model decodes a few rows outside XLA, where its products stream int8 bytes
     # (`tfm.kernels`); the prompt pass, all prompt positions at once, stays one XLA cluster inside that loop.
     decoder = Decoder(model, max_new_tokens, stop_token_ids, pad_token_id)
     decoder.prefill = tf.function(decoder.prefill, jit_compile=True, **options)

@@ -7,7 +7,8 @@ without XLA; the table gives the best of 9 calls and the effective weight-read r
 
 Candidates: float32; bfloat16 weights (`[in, out]` and transposed `[out, in]`); int8 weights dequantized into the
 dot (`x @ cast(w) * s`); int8 activations and weights (`tf.matmul(..., output_type=int32)`, both layouts:
-oneDNN outside XLA, XLA's integer dot inside); and tfm's own op (`tfm.kernels`, outside XLA only).
+oneDNN outside XLA, XLA's integer dot inside); and tfm's own op (`tfm.kernels`, outside XLA only), weight-only
+(`tfm_op`) and W8A8 (`tfm_op_w8a8`: rows of x to int8, byte dot products).
 """
 
 import argparse
@@ -50,20 +51,21 @@ def candidates(rows):
             xq, xs = _quantize_rows(x)
             w, transposed = (i8t[k], True) if name.endswith("transposed") else (i8[k], False)
             return tf.cast(tf.matmul(xq, w, transpose_b=transposed, output_type=tf.int32), tf.float32) / (xs * sc[k])
-        if name == "tfm_op":
+        if name.startswith("tfm_op"):
             from tfm import kernels
 
-            return kernels.int8_matmul(x, i8[k], sc[k])
+            return kernels.int8_matmul(x, i8[k], sc[k], quantize_x=name == "tfm_op_w8a8")
         raise ValueError(name)
 
-    names = ["float32", "bf16", "bf16_transposed", "int8_dequantize", "w8a8", "w8a8_transposed", "tfm_op"]
+    names = ["float32", "bf16", "bf16_transposed", "int8_dequantize", "w8a8", "w8a8_transposed", "tfm_op",
+             "tfm_op_w8a8"]
     bytes_per = {"float32": 4, "bf16": 2, "bf16_transposed": 2}
     for name in names:
         def step(name=name):
             return tf.add_n([tf.reduce_sum(product(name, k, inputs[d])) for k, (d, _) in enumerate(SHAPES)])
 
         for jit in (False, True):
-            if name == "tfm_op" and jit:
+            if name.startswith("tfm_op") and jit:
                 continue  # a TensorFlow custom op has no XLA kernel
             yield name, jit, tf.function(step, jit_compile=jit), bytes_per.get(name, 1)
 

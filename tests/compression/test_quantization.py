@@ -31,6 +31,8 @@ def _inputs(batch=2, length=6, seed=1):
 
 def test_the_op_builds_here():
     assert kernels.load() is not None, kernels.unavailable_reason()
+    flags = kernels._cpu_flags().split()
+    assert kernels.byte_dot_products() == ("avx512_vnni" in flags and "avx512bw" in flags)
 
 
 # Rows 1, 2-8 and past 8 (the op's register tile holds 8 rows of x), columns in whole tiles of 32 and past them, K past
@@ -151,10 +153,12 @@ def test_quantized_generation_save_and_load(mode, tmp_path):
     out = task.generate(x["token_ids"][:2], max_new_tokens=5)
     one_row = task.generate(x["token_ids"][:1], max_new_tokens=5)
     function = task.generate_function(5)
-    # Both modes decode up to 8 rows outside XLA (tfm's op; 2 and 1 row: a trace each), 9 rows in XLA.
-    assert function.outside_xla.experimental_get_tracing_count() == 2
-    assert function.compiled.experimental_get_tracing_count() == 1
-    assert function.compiled.function_spec.jit_compile and not function.outside_xla.function_spec.jit_compile
+    if _decodes_outside_xla(mode):  # up to 8 rows outside XLA (tfm's op; 2 and 1 row: a trace each), 9 rows in XLA
+        assert function.outside_xla.experimental_get_tracing_count() == 2
+        assert function.compiled.experimental_get_tracing_count() == 1
+        assert function.compiled.function_spec.jit_compile and not function.outside_xla.function_spec.jit_compile
+    else:  # W8A8 without byte dot products: all in XLA
+        assert function.function_spec.jit_compile is True and not hasattr(function, "outside_xla")
     # The loop's tokens equal a step-by-step greedy decode of the full forward pass.
     tokens = x["token_ids"]
     for _ in range(5):
@@ -172,8 +176,15 @@ def test_quantized_generation_save_and_load(mode, tmp_path):
     np.testing.assert_array_equal(loaded.generate(x["token_ids"], max_new_tokens=5)["token_ids"], out["token_ids"])
 
 
+def _decodes_outside_xla(mode):
+    """Weight-only always (the op builds here); W8A8 where the CPU has byte dot products (AVX512-VNNI)."""
+    return mode == "int8_weight_only" or kernels.byte_dot_products()
+
+
 @pytest.mark.parametrize("mode", ["int8", "int8_weight_only"])
 def test_beam_search_outside_xla_equals_the_compiled_loop(mode):
+    if not _decodes_outside_xla(mode):
+        pytest.skip("W8A8 decodes in XLA on a CPU without AVX512-VNNI: there is no loop outside XLA to compare")
     task = tfm.compression.quantize(_gpt(), mode)
     x = _inputs(batch=3)
     function = task.generate_function(6, sampler="beam")

@@ -1,9 +1,10 @@
 """tfm's own TensorFlow ops, compiled from the C++ next to this file on first use and cached.
 
 Today one op: `int8_matmul(x, w, scale)`, `(x @ w) / scale` for float32 `x`, an int8 `w` and a per-column
-`scale`, streamed straight from int8 bytes. Batch-1 decoding reads every weight once per token, and neither
-XLA's nor oneDNN's int8 or bf16 products read those bytes faster than float32 on CPU (the probes are in
-`tools/int8_probe.py`), so the weight-only int8 decode step runs outside XLA with this op.
+`scale`, streamed straight from int8 bytes; with `quantize_x=True` it is Keras' W8A8 dynamic product (rows of `x`
+to int8, exact int32 byte dot products). Batch-1 decoding reads every weight once per token, and neither XLA's nor
+oneDNN's int8 or bf16 products read those bytes faster than float32 on CPU (the probes are in
+`tools/int8_probe.py`), so the int8 decode step (both modes) runs outside XLA with this op.
 
 The library is built with the machine's `g++` and TensorFlow's own compile and link flags (the loops with
 `-march=native`) into `~/.cache/tfm/kernels/<key>/`, the key covering the sources, the TensorFlow version and the
@@ -129,6 +130,14 @@ def portable():
 def active():
     """The op module when code may use it here (built, and not inside `portable()`), else None."""
     return None if getattr(_local, "portable", False) else load()
+
+
+def byte_dot_products():
+    """Whether the op's W8A8 loops multiply bytes in vectors here (AVX512-VNNI). Elsewhere they are plain loops,
+    correct but no faster than TensorFlow's own int8 product, so W8A8 layers keep TensorFlow's path."""
+    if "byte_dot" not in _state:
+        _state["byte_dot"] = {"avx512_vnni", "avx512bw"} <= set(_cpu_flags().split())
+    return _state["byte_dot"] and active() is not None
 
 
 def unavailable_reason():

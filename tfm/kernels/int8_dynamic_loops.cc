@@ -36,9 +36,14 @@ void QuantizeRows(const float* x, int8_t* q, float* scale, int32_t* sums, int64_
   }
 }
 
-// Within each whole group of 64 columns the accumulators are kept in the order the byte interleave leaves them:
-// stored position s holds column 16 * ((s / 4) % 4) + 4 * (s / 16) + s % 4 (the swap is its own inverse).
+// With VNNI, within each whole group of 64 columns the accumulators are kept in the order the byte interleave
+// leaves them: stored position s holds column 16 * ((s / 4) % 4) + 4 * (s / 16) + s % 4 (the swap is its own
+// inverse). The plain loops keep the columns in order.
 int64_t DynamicColumn(int64_t s, int64_t N) {
+#if !TFM_VNNI
+  (void)N;
+  return s;
+#endif
   const int64_t tiled = N - N % 64;
   if (s >= tiled) return s;
   const int64_t g = s - s % 64, p = s % 64;
@@ -47,9 +52,17 @@ int64_t DynamicColumn(int64_t s, int64_t N) {
 
 static inline int32_t Offset(int8_t w) { return static_cast<int32_t>(w) + 128; }
 
-// The plain path, for one weight row k of one row of x: acc[stored(j)] += (w[k, j] + 128) * q[k].
+// The plain path, for one weight row k of one row of x: acc[stored(j)] += (w[k, j] + 128) * q[k] for j >= j0 (in
+// order, a loop g++ vectorizes, where the columns are stored in order: past the VNNI tiles, or all without VNNI).
 static void PlainRow(const int8_t* q, const int8_t* w, int32_t* acc, int64_t N, int64_t k, int64_t j0) {
-  for (int64_t j = j0; j < N; ++j) acc[DynamicColumn(j, N)] += Offset(w[k * N + j]) * q[k];
+  const int32_t x = q[k];
+#if TFM_VNNI
+  const int64_t tiled = N - N % 64;
+#else
+  const int64_t tiled = 0;
+#endif
+  for (int64_t j = j0; j < tiled; ++j) acc[DynamicColumn(j, N)] += Offset(w[k * N + j]) * x;
+  for (int64_t j = std::max(j0, tiled); j < N; ++j) acc[j] += Offset(w[k * N + j]) * x;
 }
 
 #if TFM_VNNI

@@ -26,12 +26,13 @@ def fusion_barrier(x):
 
 def int8_kernel_usable(inputs, inputs_quantizer=None):
     """Whether an int8 product on `inputs` runs on `tfm.kernels`' op: float32 inputs, outside XLA, the op built on
-    this machine and not inside `tfm.kernels.portable()`; for W8A8 (an `inputs_quantizer`), Keras' default
-    per-row abs-max quantizer to [-127, 127], which the op reproduces exactly."""
+    this machine and not inside `tfm.kernels.portable()`; for W8A8 (an `inputs_quantizer`), a CPU with byte dot
+    products (`kernels.byte_dot_products()`) and Keras' default per-row abs-max quantizer to [-127, 127], which the
+    op reproduces exactly."""
     from tfm import kernels
 
     if inputs_quantizer is not None and not (
-            isinstance(inputs_quantizer, keras.quantizers.AbsMaxQuantizer)
+            kernels.byte_dot_products() and isinstance(inputs_quantizer, keras.quantizers.AbsMaxQuantizer)
             and tuple(inputs_quantizer.value_range) == (-127, 127) and inputs_quantizer.axis in (None, (-1,))
             and inputs_quantizer.output_dtype == "int8"):
         return False

@@ -7,6 +7,8 @@ from keras import ops
 
 from tfm.layers.dense import int8_kernel_usable
 
+_ROWS_QUANTIZER = keras.quantizers.AbsMaxQuantizer(axis=-1)  # what the W8A8 LM head below quantizes rows with
+
 
 def int8_rows(values, axis):
     """`(q int8, scale float32)` with `q = round(values * scale)` and `scale = 127 / max|values|` reduced over
@@ -71,7 +73,7 @@ class TokenEmbedding(keras.layers.Layer):
             ids = ops.cast(inputs, "int32")
             rows = ops.cast(ops.take(self.embeddings, ids, axis=0), self.compute_dtype)
             return rows / ops.expand_dims(ops.cast(ops.take(self.embeddings_scale, ids, axis=0), rows.dtype), -1)
-        if int8_kernel_usable(inputs):
+        if int8_kernel_usable(inputs, _ROWS_QUANTIZER if self.quantized == "int8" else None):
             from tfm import kernels  # W8A8 as below: Keras' abs-max rows, reproduced exactly by the op
 
             return kernels.int8_matmul(inputs, self.embeddings, self.embeddings_scale, transpose_w=True,

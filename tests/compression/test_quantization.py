@@ -75,6 +75,16 @@ def test_w8a8_op_equals_keras_quantizer_and_an_integer_product(lead, k, n, trans
     np.testing.assert_array_equal(got, expected)  # integer sums: bit for bit
 
 
+def test_w8a8_op_refuses_a_depth_its_int32_sums_cannot_hold():
+    k = kernels.MAX_W8A8_DEPTH
+    w, scale = np.full((k + 1, 2), 127, "int8"), np.ones(2, "float32")
+    # At the limit every lane holds its largest sum, k products (127 + 128) * 127: still exact (127 * 127 * k).
+    y = kernels.int8_matmul(np.ones((1, k), "float32"), w[:k], scale, quantize_x=True).numpy()
+    np.testing.assert_allclose(y, [[127.0 * k] * 2], rtol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"at most {k} products in int32; x has K = {k + 1}"):
+        kernels.int8_matmul(np.ones((1, k + 1), "float32"), w, scale, quantize_x=True)
+
+
 def test_int8_matmul_op_gradient_is_the_dequantized_kernels():
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(3, 1, 8)).astype("float32"))

@@ -26,6 +26,7 @@ from pathlib import Path
 _SOURCES = ("int8_matmul_loops.cc", "int8_dynamic_loops.cc", "int8_matmul_op.cc", "int8_matmul.h")
 _LOOP_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros",
                "-fno-trapping-math"]
+MAX_W8A8_DEPTH = 65536  # the op's int32 lanes sum at most this many products (w + 128) * x (kMaxDynamicK)
 _lock = threading.Lock()
 _state = {}
 _local = threading.local()

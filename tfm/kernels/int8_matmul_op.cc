@@ -36,6 +36,8 @@ REGISTER_OP("TfmInt8MatMul")
 
 namespace {
 
+constexpr int64_t kMaxDynamicK = 65536;  // 65536 * 255 * 127 < 2^31
+
 class TfmInt8MatMulOp : public OpKernel {
  public:
   explicit TfmInt8MatMulOp(OpKernelConstruction* context) : OpKernel(context) {
@@ -69,6 +71,10 @@ class TfmInt8MatMulOp : public OpKernel {
     }
     const float* xp = x.flat<float>().data();
     const int8_t* wp = w.flat<int8>().data();
+    // Each int32 lane sums K products (w + 128) * x of at most 255 * 127.
+    OP_REQUIRES(context, !quantize_x_ || K <= kMaxDynamicK,
+                errors::InvalidArgument("TfmInt8MatMul with quantize_x sums at most ", kMaxDynamicK,
+                                        " products in int32; x has K = ", K));
     if (quantize_x_) return ComputeDynamic(context, xp, wp, scale.flat<float>().data(), y->flat<float>().data(), M, K, N);
     std::vector<float> inverse(N);  // multiply, not divide, in the loops
     for (int64_t j = 0; j < N; ++j) inverse[j] = 1.0f / scale.flat<float>()(j);

@@ -34,7 +34,7 @@ def int8_kernel_usable(inputs, inputs_quantizer=None):
     if inputs_quantizer is not None and not (
             kernels.byte_dot_products() and isinstance(inputs_quantizer, keras.quantizers.AbsMaxQuantizer)
             and tuple(inputs_quantizer.value_range) == (-127, 127) and inputs_quantizer.axis in (None, (-1,))
-            and inputs_quantizer.output_dtype == "int8"):
+            and inputs_quantizer.output_dtype == "int8" and (inputs.shape[-1] or 0) <= kernels.MAX_W8A8_DEPTH):
         return False
     return inputs.dtype == "float32" and not compiling_with_xla() and kernels.active() is not None
 

@@ -64,11 +64,11 @@ MAX_ROWS_OUTSIDE_XLA = 8  # the int8 op's register tile (AVX-512; 4 rows on AVX2
 
 def decodes_outside_xla(task, batch_size):
     """Whether `task`'s generate loop for `batch_size` rows runs outside XLA: int8 weights (W8A8 only where the CPU
-    has byte dot products), the op available here, and at most 8 rows (the op's register tile). A few rows' step is a weight read, which the op
-    streams as int8 bytes into all rows at once; XLA's dequantize-and-dot is float32's speed at best, and its
-    int8 x int8 dot (W8A8) slower still. On a 2-core
-    AMD EPYC (GPT-2 small, 16 + 64 tokens, a day its memory read 25 GB/s) the loop outside XLA stepped in 14 /
-    28 / 35 ms at batch 1 / 4 / 8 against XLA's 19 / 31 / 39, and in 58 against 51 ms at batch 16."""
+    has byte dot products), the op available here, and at most 8 rows (the op's register tile). A few rows' step
+    is a weight read, which the op streams as int8 bytes into all rows at once; XLA's dequantize-and-dot is
+    float32's speed at best, and its int8 x int8 dot (W8A8) slower still. On a 2-core AMD EPYC (GPT-2 small,
+    16 + 64 tokens, a day its memory read 25 GB/s) the weight-only loop outside XLA stepped in 14 / 28 / 35 ms at
+    batch 1 / 4 / 8 against XLA's 19 / 31 / 39, and in 58 against 51 ms at batch 16."""
     from tfm import kernels
 
     mode = getattr(task, "quantization", None)

@@ -69,7 +69,8 @@ def _build(tf, target):
             [compiler, "-c", "-fPIC", *_LOOP_FLAGS, str(here / "int8_dynamic_loops.cc"), "-o", str(dynamic)],
             [compiler, "-c", "-fPIC", "-O2", "-w", *tf.sysconfig.get_compile_flags(), str(here / "int8_matmul_op.cc"),
              "-o", str(op)],
-            [compiler, "-shared", str(loops), str(dynamic), str(op), "-o", str(library), *tf.sysconfig.get_link_flags()],
+            [compiler, "-shared", str(loops), str(dynamic), str(op), "-o", str(library),
+             *tf.sysconfig.get_link_flags()],
         ]
         for step in steps:
             done = subprocess.run(step, capture_output=True, text=True)

@@ -1,6 +1,8 @@
 // TfmInt8MatMul: y = (x @ w) / scale for float32 x [..., K], int8 w [K, N] (or [N, K] with transpose_w) and a
-// float32 per-output-channel scale [N] (Keras' convention: w_int8 = round(w * scale)); y is [..., N]. Built for batch-1 and small-batch decoding, where a matmul is a
-// weight read: int8 weights stream a quarter of float32's bytes, converted to float in registers.
+// float32 per-output-channel scale [N] (Keras' convention: w_int8 = round(w * scale)); y is [..., N]. Built for
+// batch-1 and small-batch decoding, where a matmul is a weight read: int8 weights stream a quarter of float32's
+// bytes, converted to float in registers. With quantize_x (W8A8 dynamic, Keras' int8 mode) each row of x is
+// quantized to int8 first and the products are exact int32 byte dot products (int8_dynamic_loops.cc).
 // Compiled on first use by tfm.kernels: this file with TensorFlow's flags, the loops with -march=native.
 #include <algorithm>
 #include <cstdint>
@@ -75,7 +77,8 @@ class TfmInt8MatMulOp : public OpKernel {
     OP_REQUIRES(context, !quantize_x_ || K <= kMaxDynamicK,
                 errors::InvalidArgument("TfmInt8MatMul with quantize_x sums at most ", kMaxDynamicK,
                                         " products in int32; x has K = ", K));
-    if (quantize_x_) return ComputeDynamic(context, xp, wp, scale.flat<float>().data(), y->flat<float>().data(), M, K, N);
+    if (quantize_x_)
+      return ComputeDynamic(context, xp, wp, scale.flat<float>().data(), y->flat<float>().data(), M, K, N);
     std::vector<float> inverse(N);  // multiply, not divide, in the loops
     for (int64_t j = 0; j < N; ++j) inverse[j] = 1.0f / scale.flat<float>()(j);
     const float* sp = inverse.data();

@@ -85,7 +85,9 @@ def test_w8a8_op_refuses_a_depth_its_int32_sums_cannot_hold():
         kernels.int8_matmul(np.ones((1, k + 1), "float32"), w, scale, quantize_x=True)
 
 
-def test_int8_matmul_op_gradient_is_the_dequantized_kernels():
+@pytest.mark.parametrize("quantize_x", [False, True])
+def test_int8_matmul_op_gradient_is_the_dequantized_kernels(quantize_x):
+    # W8A8 too: the rounding of x passes the gradient straight through, as Keras' int8 Dense's custom gradient does.
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(3, 1, 8)).astype("float32"))
     w = rng.integers(-127, 128, (8, 5)).astype("int8")
@@ -93,7 +95,7 @@ def test_int8_matmul_op_gradient_is_the_dequantized_kernels():
     upstream = rng.normal(size=(3, 1, 5)).astype("float32")
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = kernels.int8_matmul(x, w, scale)
+        y = kernels.int8_matmul(x, w, scale, quantize_x=quantize_x)
     grad = tape.gradient(y, x, output_gradients=upstream).numpy()
     np.testing.assert_allclose(grad, upstream @ (w.astype("float32") / scale).T, rtol=1e-5, atol=1e-5)
 

@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <type_traits>
 
 namespace tfm {
 
@@ -115,15 +114,6 @@ static void DynamicTile(const int8_t* q, const int8_t* w, int32_t* acc, int64_t 
     for (int t = 0; t < 4; ++t) _mm512_storeu_si512(acc + r * N + j + 16 * t, a[r][t]);
 }
 
-template <typename F>
-static void WithDynamicRows(int64_t rows, F f) {
-  switch (rows) {
-    case 1: return f(std::integral_constant<int, 1>());
-    case 2: return f(std::integral_constant<int, 2>());
-    case 3: return f(std::integral_constant<int, 3>());
-    case 4: return f(std::integral_constant<int, 4>());
-  }
-}
 #endif
 
 // acc [M, N] (int32, stored order) += (w[k0:k1, :] + 128) products with q[:, k0:k1], for w [K, N] row-major.
@@ -155,7 +145,7 @@ void Int8DynamicRowMajor(const int8_t* q, const int8_t* w, int32_t* acc, int64_t
     for (int64_t kc = k0; kc < kv; kc += kDynamicChunk) {
       const int64_t kend = std::min(kc + kDynamicChunk, kv);
       for (int64_t m = 0; m < M; m += kMaxDynamicRows)
-        WithDynamicRows(std::min<int64_t>(kMaxDynamicRows, M - m), [&](auto rows) {
+        WithRows<kMaxDynamicRows>(std::min<int64_t>(kMaxDynamicRows, M - m), [&](auto rows) {
           for (int64_t j = 0; j < tiled; j += 64)
             DynamicTile<decltype(rows)::value>(q + m * K, w, acc + m * N, K, N, kc, kend, j,
                                                m == 0 && kend + kDynamicChunk <= kv);

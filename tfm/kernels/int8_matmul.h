@@ -1,8 +1,24 @@
 // The loops of TfmInt8MatMul (int8_matmul_loops.cc).
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 namespace tfm {
+
+// Calls f(std::integral_constant<int, R>()) for R = rows, 1 <= rows <= Max <= 8: the register tiles' row count is
+// a compile-time constant, so their accumulators live in registers.
+template <int Max, typename F>
+inline void WithRows(int64_t rows, F f) {
+  static_assert(Max >= 1 && Max <= 8, "tiles hold 1 to 8 rows");
+  if (rows == 1) return f(std::integral_constant<int, 1>());
+  if constexpr (Max >= 2) if (rows == 2) return f(std::integral_constant<int, 2>());
+  if constexpr (Max >= 3) if (rows == 3) return f(std::integral_constant<int, 3>());
+  if constexpr (Max >= 4) if (rows == 4) return f(std::integral_constant<int, 4>());
+  if constexpr (Max >= 5) if (rows == 5) return f(std::integral_constant<int, 5>());
+  if constexpr (Max >= 6) if (rows == 6) return f(std::integral_constant<int, 6>());
+  if constexpr (Max >= 7) if (rows == 7) return f(std::integral_constant<int, 7>());
+  if constexpr (Max >= 8) if (rows == 8) return f(std::integral_constant<int, 8>());
+}
 
 // acc [M, N] += x[:, k0:k1] @ w[k0:k1, :] for w [K, N], row-major (no scale: the caller sums and scales).
 void Int8RowMajorRows(const float* x, const int8_t* w, float* acc, int64_t M, int64_t K, int64_t N, int64_t k0,

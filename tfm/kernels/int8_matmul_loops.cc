@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <type_traits>
 
 namespace tfm {
 
@@ -74,24 +73,6 @@ static inline FloatVec LoadFloats(const float* p) {
 }
 static inline void StoreFloats(float* p, FloatVec v) { std::memcpy(p, &v, sizeof v); }
 
-// Calls f(std::integral_constant<int, R>()) for R = rows, 1 <= rows <= kMaxRows: the tiles' row count is a
-// compile-time constant, so their accumulators live in registers.
-template <typename F>
-static void WithRows(int64_t rows, F f) {
-  switch (rows) {
-    case 1: return f(std::integral_constant<int, 1>());
-    case 2: return f(std::integral_constant<int, 2>());
-    case 3: return f(std::integral_constant<int, 3>());
-    case 4: return f(std::integral_constant<int, 4>());
-#if defined(__AVX512F__)
-    case 5: return f(std::integral_constant<int, 5>());
-    case 6: return f(std::integral_constant<int, 6>());
-    case 7: return f(std::integral_constant<int, 7>());
-    case 8: return f(std::integral_constant<int, 8>());
-#endif
-  }
-}
-
 // acc[r, j:j+2*kLanes] += x[r, k0:k1] @ w[k0:k1, j:j+2*kLanes] for R rows.
 template <int R>
 static void RowsTile(const float* x, const int8_t* w, float* acc, int64_t K, int64_t N, int64_t k0, int64_t k1,
@@ -148,7 +129,7 @@ void Int8RowMajorRows(const float* x, const int8_t* w, float* acc, int64_t M, in
     for (int64_t m = 0; m < M; m += kMaxRows) {
       const float* xm = x + m * K;
       float* am = acc + m * N;
-      WithRows(std::min<int64_t>(kMaxRows, M - m),
+      WithRows<kMaxRows>(std::min<int64_t>(kMaxRows, M - m),
                [&](auto rows) { RowsBlock<decltype(rows)::value>(xm, w, am, K, N, kc, kend); });
     }
   }
@@ -218,7 +199,7 @@ void Int8TransposedRows(const float* x, const int8_t* w, const float* scale, flo
     for (int64_t m = 0; m < M; m += kMaxRows) {
       const float* xm = x + m * K;
       float* ym = y + m * N;
-      WithRows(std::min<int64_t>(kMaxRows, M - m), [&](auto rows) {
+      WithRows<kMaxRows>(std::min<int64_t>(kMaxRows, M - m), [&](auto rows) {
         TransposedBlock<decltype(rows)::value>(xm, w, scale, ym, K, N, jc, jend);
       });
     }

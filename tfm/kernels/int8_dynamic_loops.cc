@@ -161,6 +161,19 @@ void Int8DynamicRowMajor(const int8_t* q, const int8_t* w, int32_t* acc, int64_t
   }
 }
 
+// y[m, j] = (sum over bands of partial[b, m, stored(j)] - 128 * sums[m]) / (w_scale[j] * x_scale[m]): the row-major
+// product's end, here so that the column map inlines (the caller's file does not know whether VNNI tiles ran).
+void Int8DynamicFinish(const int32_t* partial, int64_t bands, const int32_t* sums, const float* w_scale,
+                       const float* x_scale, float* y, int64_t M, int64_t N) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t s = 0; s < N; ++s) {
+      int32_t total = -128 * sums[m];
+      for (int64_t b = 0; b < bands; ++b) total += partial[(b * M + m) * N + s];
+      const int64_t j = DynamicColumn(s, N);
+      y[m * N + j] = static_cast<float>(total) / (w_scale[j] * x_scale[m]);
+    }
+}
+
 // y[m, j] for w [N, K] (the tied embedding's LM-head layout): (dot(w[j] + 128, q[m]) - 128 * sums[m]) /
 // (w_scale[j] * x_scale[m]), as Keras divides by the product of the two scales.
 void Int8DynamicTransposed(const int8_t* q, const int8_t* w, const float* w_scale, const float* x_scale,

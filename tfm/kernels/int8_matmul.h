@@ -35,6 +35,9 @@ void QuantizeRows(const float* x, int8_t* q, float* scale, int32_t* sums, int64_
 void Int8DynamicRowMajor(const int8_t* q, const int8_t* w, int32_t* acc, int64_t M, int64_t K, int64_t N, int64_t k0,
                          int64_t k1);
 int64_t DynamicColumn(int64_t s, int64_t N);
+// y [M, N] from the per-band accumulators partial [bands, M, N] (stored order) of Int8DynamicRowMajor.
+void Int8DynamicFinish(const int32_t* partial, int64_t bands, const int32_t* sums, const float* w_scale,
+                       const float* x_scale, float* y, int64_t M, int64_t N);
 // y[m, j] = q[m] . w[j] / (w_scale[j] * x_scale[m]) for w [N, K], columns j0..j1.
 void Int8DynamicTransposed(const int8_t* q, const int8_t* w, const float* w_scale, const float* x_scale,
                            const int32_t* sums, float* y, int64_t M, int64_t K, int64_t N, int64_t j0, int64_t j1);

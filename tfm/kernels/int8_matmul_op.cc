@@ -135,13 +135,7 @@ class TfmInt8MatMulOp : public OpKernel {
         tfm::Int8DynamicRowMajor(q.data(), wp, partial.data() + b * M * N, M, K, N, K / 4 * b / bands * 4,
                                  b + 1 == bands ? K : K / 4 * (b + 1) / bands * 4);
     });
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t s = 0; s < N; ++s) {
-        int32_t total = -128 * sums[m];
-        for (int64_t b = 0; b < bands; ++b) total += partial[(b * M + m) * N + s];
-        const int64_t j = tfm::DynamicColumn(s, N);
-        yp[m * N + j] = static_cast<float>(total) / (sp[j] * x_scale[m]);
-      }
+    tfm::Int8DynamicFinish(partial.data(), bands, sums.data(), sp, x_scale.data(), yp, M, N);
   }
 
   bool transpose_w_;

@@ -88,9 +88,9 @@ class Dense(keras.layers.Dense):
         if self.quantization_mode == "int8" and int8_kernel_usable(inputs, self.inputs_quantizer):
             from tfm import kernels  # outside XLA: the op streams the int8 bytes (W8A8: int8 byte dot products)
 
-            epsilon = None if self.inputs_quantizer is None else self.inputs_quantizer.epsilon
-            x = kernels.int8_matmul(inputs, self._kernel, self.kernel_scale, quantize_x=epsilon is not None,
-                                    epsilon=epsilon or 0.0)
+            rows = self.inputs_quantizer  # W8A8: the op quantizes each row as this quantizer does
+            x = kernels.int8_matmul(inputs, self._kernel, self.kernel_scale, quantize_x=rows is not None,
+                                    epsilon=rows.epsilon if rows is not None else 1e-7)
             if self.bias is not None:
                 x = x + self.bias
             return x if self.activation is None else self.activation(x)

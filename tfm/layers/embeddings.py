@@ -77,11 +77,11 @@ class TokenEmbedding(keras.layers.Layer):
             from tfm import kernels  # W8A8 as below: Keras' abs-max rows, reproduced exactly by the op
 
             return kernels.int8_matmul(inputs, self.embeddings, self.embeddings_scale, transpose_w=True,
-                                       quantize_x=self.quantized == "int8", epsilon=keras.config.epsilon())
+                                       quantize_x=self.quantized == "int8", epsilon=_ROWS_QUANTIZER.epsilon)
         flat = tf.reshape(inputs, [-1, self.hidden_dim])
         scale = tf.cast(self.embeddings_scale, flat.dtype)
         if self.quantized == "int8":  # W8A8: each row of hidden states to int8 (Keras' abs-max), int32 accumulation
-            flat_q, flat_scale = keras.quantizers.abs_max_quantize(flat, axis=-1)
+            flat_q, flat_scale = _ROWS_QUANTIZER(flat)
             product = tf.matmul(flat_q, self.embeddings, transpose_b=True, output_type=tf.int32)
             logits = tf.cast(product, flat.dtype) / (flat_scale * scale[None, :])
         else:
